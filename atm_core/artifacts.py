@@ -1,0 +1,136 @@
+"""The artifact store: models as pickles (with their sha256) and metrics as parquet.
+
+Any fsspec URL works as the root: a local folder (the default ``./artifacts``) or
+``s3://bucket/prefix`` with endpoint and credentials from the standard ``AWS_*`` variables.
+Keys are deterministic per classifier attempt, so a retried upload overwrites its own file
+and never leaves an orphan. Local writes go to a temporary name and are renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+import pandas as pd
+
+from atm_core.errors import IntegrityError, NotFoundError
+from atm_core.retry import retry
+
+
+class ArtifactStoreError(Exception):
+    """The object store failed (after retries): an infrastructure error, not a bad model."""
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    location: str
+    sha256: str
+
+
+def serialize_model(model: Any) -> bytes:
+    """Pickle a model and prove the pickle loads again (a model that cannot is not stored)."""
+    blob = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+    pickle.loads(blob)
+    return blob
+
+
+class ArtifactStore:
+    """Read and write artifacts under one root URL."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root.rstrip("/")
+        self.fs, self._base = fsspec.core.url_to_fs(self.root)
+        self._local = "file" in _protocols(self.fs)
+
+    # -- keys -------------------------------------------------------------------------------
+    def classifier_prefix(self, datarun_id: int, classifier_id: int, attempt: int) -> str:
+        return f"datarun-{datarun_id}/classifier-{classifier_id}/attempt-{attempt}"
+
+    def url(self, key: str) -> str:
+        return f"{self.root}/{key}"
+
+    # -- writing ----------------------------------------------------------------------------
+    def save_model(self, key: str, blob: bytes) -> StoredModel:
+        """Store a pickled model and check what the store holds afterwards byte for byte."""
+        digest = hashlib.sha256(blob).hexdigest()
+        location = self.url(key)
+        self._put(location, blob)
+        stored = self._get(location)
+        if hashlib.sha256(stored).hexdigest() != digest:
+            raise ArtifactStoreError(f"read-back of {location} does not match what was written")
+        return StoredModel(location, digest)
+
+    def save_frame(self, key: str, frame: pd.DataFrame) -> str:
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        location = self.url(key)
+        self._put(location, buffer.getvalue())
+        return location
+
+    def delete_prefix(self, key: str) -> None:
+        path = self._path(self.url(key))
+        try:
+            if self.fs.exists(path):
+                self.fs.rm(path, recursive=True)
+        except FileNotFoundError:
+            pass
+
+    # -- reading ----------------------------------------------------------------------------
+    def read_model(self, location: str, sha256: str | None) -> bytes:
+        """The pickled model's bytes, refused when they differ from the recorded sha256."""
+        blob = self._get(location)
+        if sha256 is not None and hashlib.sha256(blob).hexdigest() != sha256:
+            raise IntegrityError(
+                f"model at {location} does not match the sha256 the ModelHub recorded; "
+                "refusing to load it (the file was changed or corrupted)"
+            )
+        return blob
+
+    def load_frame(self, location: str) -> pd.DataFrame:
+        return pd.read_parquet(io.BytesIO(self._get(location)))
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _path(self, location: str) -> str:
+        return fsspec.core.url_to_fs(location)[1]
+
+    def _put(self, location: str, data: bytes) -> None:
+        path = self._path(location)
+
+        def write() -> None:
+            if self._local:
+                self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+                temporary = f"{path}.tmp-{uuid.uuid4().hex}"
+                self.fs.pipe_file(temporary, data)
+                self.fs.mv(temporary, path)
+            else:
+                self.fs.pipe_file(path, data)
+
+        try:
+            retry(
+                write, retry_on=(OSError, TimeoutError, ConnectionError), what=f"writing {location}"
+            )
+        except Exception as exc:
+            raise ArtifactStoreError(f"cannot write {location}: {exc}") from exc
+
+    def _get(self, location: str) -> bytes:
+        fs, path = fsspec.core.url_to_fs(location)
+
+        def read() -> bytes:
+            return fs.cat_file(path)
+
+        try:
+            return retry(read, retry_on=(TimeoutError, ConnectionError), what=f"reading {location}")
+        except FileNotFoundError:
+            raise NotFoundError(f"artifact not found: {location}") from None
+        except Exception as exc:
+            raise ArtifactStoreError(f"cannot read {location}: {exc}") from exc
+
+
+def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
+    protocol = fs.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)

@@ -1,0 +1,329 @@
+"""The ``atm`` command line: enter_data, worker, status, leaderboard, predict, ...
+
+Errors a user can cause print one line and exit with code 2 (no traceback). Subcommands that
+need Prefect (``atm run``) are contributed by the ``flows`` package through the ``atm.cli``
+entry point group, so this module never imports Prefect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from rich.console import Console
+
+from atm_core.errors import ATMError
+from atm_core.settings import Settings, load_settings
+
+EXIT_USAGE = 2
+DEMO_DATASETS = {"pollution": "pollution_1.csv", "iris": "iris.csv"}
+DEMO_DATA_DIR = Path(__file__).resolve().parent / "demo_data"
+
+Handler = Callable[[argparse.Namespace, Settings, Console], int | None]
+
+
+def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("where ATM keeps things (default: ATM_* variables)")
+    group.add_argument("--config", help="YAML settings file (or ATM_CONFIG)")
+    group.add_argument(
+        "--database-url", help="ModelHub URL (ATM_DATABASE_URL, default sqlite:///atm.db)"
+    )
+    group.add_argument(
+        "--artifact-root", help="models and metrics root (ATM_ARTIFACT_ROOT, default ./artifacts)"
+    )
+
+
+def add_datarun_flags(parser: argparse.ArgumentParser, train_required: bool = False) -> None:
+    """The original ``enter_data`` flags, with the original defaults."""
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--train-path", required=train_required, help="CSV or parquet: path, http(s) or s3:// URL"
+    )
+    data.add_argument("--test-path", help="separate test file (otherwise a 30%% stratified split)")
+    data.add_argument("--class-column", default="class", help="label column (default: class)")
+    run = parser.add_argument_group("datarun")
+    run.add_argument(
+        "--methods", nargs="+", default=["logreg", "dt", "knn"], help="method codes or JSON paths"
+    )
+    run.add_argument("--priority", type=int, default=1)
+    run.add_argument(
+        "--budget-type", default="classifier", choices=["classifier", "learner", "walltime"]
+    )
+    run.add_argument("--budget", type=int, default=100, help="classifiers, or minutes for walltime")
+    run.add_argument(
+        "--deadline", help="stop starting classifiers at this local time (YYYY-MM-DD HH:MM)"
+    )
+    run.add_argument("--metric", default="f1")
+    run.add_argument("--score-target", default="cv", help="cv, test or mu_sigma")
+    run.add_argument(
+        "--tuner", default="uniform", help="uniform, gp, gp_ei, gcp, gp_eivel or file.py:Class"
+    )
+    run.add_argument(
+        "--selector",
+        default="uniform",
+        help="uniform, ucb1, bestk, bestkvel, purebestkvel, recentk, recentkvel, hieralg "
+        "or file.py:Class",
+    )
+    run.add_argument(
+        "--r-minimum", type=int, default=2, help="random trials before the tuner models"
+    )
+    run.add_argument("--k-window", type=int, default=3, help="history window of the k-selectors")
+    run.add_argument(
+        "--gridding", type=int, default=0, help="grid points per numeric parameter (0: none)"
+    )
+    run.add_argument(
+        "--run-per-partition", action="store_true", help="one datarun per hyperpartition"
+    )
+    run.add_argument(
+        "--seed", type=int, default=0, help="seed of the train/test split and the models"
+    )
+    run.add_argument("--description")
+
+
+def datarun_request(args: argparse.Namespace, train_path: str | None = None):
+    from atm_core.dataruns import DatarunRequest
+
+    return DatarunRequest(
+        train_path=train_path or args.train_path,
+        class_column=args.class_column,
+        test_path=args.test_path,
+        methods=list(args.methods),
+        priority=args.priority,
+        budget_type=args.budget_type,
+        budget=args.budget,
+        deadline=args.deadline,
+        metric=args.metric,
+        score_target=args.score_target,
+        tuner=args.tuner,
+        selector=args.selector,
+        r_minimum=args.r_minimum,
+        k_window=args.k_window,
+        gridding=args.gridding,
+        run_per_partition=args.run_per_partition,
+        seed=args.seed,
+        description=args.description,
+    )
+
+
+def open_hub(settings: Settings):
+    from atm_core.modelhub import ModelHub
+
+    return ModelHub(settings=settings)
+
+
+# -- commands ---------------------------------------------------------------------------------
+def cmd_enter_data(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    from atm_core.dataruns import enter_data
+
+    if not args.train_path:
+        raise ATMError("--train-path is required (a CSV or parquet file with a label column)")
+    hub = open_hub(settings)
+    entered = enter_data(hub, datarun_request(args))
+    print_entered(entered, console)
+    return 0
+
+
+def print_entered(entered, console: Console) -> None:
+    for method, count in entered.partitions_per_method.items():
+        console.print(f"method {method} has {count} hyperpartitions", highlight=False)
+    first = entered.dataruns[0]
+    ids = ", ".join(str(d.id) for d in entered.dataruns)
+    mapped = (
+        f", from '{entered.requested_metric}'" if entered.requested_metric != entered.metric else ""
+    )
+    summary = [
+        "Data entry complete. Summary:",
+        f"    Dataset ID: {entered.dataset_id}",
+        f"    Training data: {entered.info.train_path}",
+        f"    Test data: {entered.info.test_path}",
+        f"    Datarun ID{'s' if len(entered.dataruns) > 1 else ''}: {ids}",
+        f"    Hyperpartition selection strategy: {first.selector}",
+        f"    Parameter tuning strategy: {first.tuner}",
+        f"    Budget: {first.budget} ({first.budget_type.value})",
+        f"    Metric: {entered.metric} ({first.score_target.value}{mapped})",
+    ]
+    console.print("\n".join(summary), highlight=False)
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    from atm_core.console import ConsoleReporter
+    from atm_core.worker import Worker
+
+    hub = open_hub(settings)
+    with ConsoleReporter(hub, console, verbose=not args.quiet) as reporter:
+        Worker(hub, datarun_ids=args.dataruns, total_time=args.total_time, reporter=reporter).run()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    from atm_core.console import status_table
+
+    console.print(status_table(open_hub(settings)))
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    from atm_core.console import leaderboard_table
+
+    hub = open_hub(settings)
+    datarun = hub.get_datarun(args.datarun_id)
+    board = hub.leaderboard(datarun.id, limit=args.limit)
+    if args.output:
+        board.to_csv(args.output, index=False)
+        console.print(f"leaderboard written to {args.output}")
+    console.print(leaderboard_table(board, datarun))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    from atm_core.data.loading import read_table
+
+    hub = open_hub(settings)
+    model = hub.load_model(args.classifier_id)
+    frame = read_table(args.file).frame
+    predictions = model.predict(frame)
+    if args.output:
+        import pandas as pd
+
+        pd.DataFrame({"prediction": predictions}).to_csv(args.output, index=False)
+        console.print(f"{len(predictions)} predictions written to {args.output}")
+    else:
+        sys.stdout.write("".join(f"{label}\n" for label in predictions))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    from atm_core.api import export_model
+
+    hub = open_hub(settings)
+    path = export_model(hub, args.classifier_id, args.path, force=args.force)
+    console.print(f"classifier {args.classifier_id} exported to {path}")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    from rich.table import Table
+
+    from atm_core.search.catalogue import builtin_methods, load_method
+    from atm_core.search.hyperpartitions import enumerate_hyperpartitions
+
+    table = Table(title="Built-in methods")
+    for column in ("code", "class", "hyperpartitions"):
+        table.add_column(column)
+    for name in builtin_methods():
+        method = load_method(name)
+        table.add_row(name, method.estimator_class, str(len(enumerate_hyperpartitions(method))))
+    console.print(table)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """Enter a bundled dataset, run a worker to the end, print the leaderboard and predict."""
+    from atm_core.console import ConsoleReporter, leaderboard_table
+    from atm_core.dataruns import DatarunRequest, enter_data
+    from atm_core.worker import Worker
+
+    train_path = str(DEMO_DATA_DIR / DEMO_DATASETS[args.dataset])
+    if args.dataset == "iris":
+        request = DatarunRequest(train_path, methods=_all_methods(), budget=60, metric="f1")
+    else:
+        request = DatarunRequest(train_path, methods=["logreg", "dt", "knn"], budget=100)
+    hub = open_hub(settings)
+    entered = enter_data(hub, request)
+    print_entered(entered, console)
+    datarun_id = entered.dataruns[0].id
+    with ConsoleReporter(hub, console, verbose=args.verbose) as reporter:
+        Worker(hub, datarun_ids=[datarun_id], reporter=reporter).run()
+    datarun = hub.get_datarun(datarun_id)
+    console.print(leaderboard_table(hub.leaderboard(datarun_id, limit=10), datarun))
+    errored = [hp for hp in hub.hyperpartitions(datarun_id) if hp.status.value == "errored"]
+    console.print(f"hyperpartitions errored: {len(errored)}", highlight=False)
+    best = hub.best_classifier(datarun_id)
+    if best is not None:
+        console.print(
+            f"Predict with the best classifier: atm predict --classifier-id {best.id} {train_path}",
+            highlight=False,
+        )
+    return 0
+
+
+def _all_methods() -> list[str]:
+    from atm_core.search.catalogue import builtin_methods
+
+    return list(builtin_methods())
+
+
+# -- parser -----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="atm",
+        description="Auto Tune Models: search scikit-learn classifiers and their hyperparameters.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        add_settings_flags(sub)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    enter = command("enter_data", cmd_enter_data, "register a dataset and create a datarun")
+    add_datarun_flags(enter)
+
+    worker = command("worker", cmd_worker, "train classifiers until the dataruns are done")
+    worker.add_argument("--dataruns", nargs="+", type=int, help="only work on these datarun ids")
+    worker.add_argument("--total-time", type=float, help="stop this worker after N minutes")
+    worker.add_argument("--quiet", action="store_true", help="only show the progress bar")
+
+    command("status", cmd_status, "show every datarun and its progress")
+
+    board = command("leaderboard", cmd_leaderboard, "rank the classifiers of a datarun")
+    board.add_argument("datarun_id", type=int)
+    board.add_argument("--limit", type=int, default=10)
+    board.add_argument("--output", help="also write the whole leaderboard as CSV")
+
+    predict = command("predict", cmd_predict, "predict with a stored classifier")
+    predict.add_argument("--classifier-id", type=int, required=True)
+    predict.add_argument("file", help="CSV or parquet with the feature columns")
+    predict.add_argument("--output", help="write predictions to this CSV instead of stdout")
+
+    export = command("export", cmd_export, "write a classifier's model to a pickle file")
+    export.add_argument("--classifier-id", type=int, required=True)
+    export.add_argument("path")
+    export.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    command("methods", cmd_methods, "list the built-in methods")
+
+    demo = command("demo", cmd_demo, "run a demo datarun on a bundled dataset with the CLI worker")
+    demo.add_argument("--dataset", choices=sorted(DEMO_DATASETS), default="pollution")
+    demo.add_argument("--verbose", action="store_true", help="print every classifier")
+
+    for plugin in entry_points(group="atm.cli"):
+        plugin.load()(commands, command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    console = Console()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(
+            args.config, database_url=args.database_url, artifact_root=args.artifact_root
+        )
+        return args.handler(args, settings, console) or 0
+    except ATMError as exc:
+        Console(stderr=True).print(
+            f"atm {args.command}: error: {exc}", highlight=False, markup=False
+        )
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted; running work was released for the next worker")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""One seeded, stratified train/test split per datarun, identical in every worker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from atm_core.data.dataset import FeatureSchema, content_hash
+from atm_core.data.loading import read_table
+from atm_core.errors import DataError
+
+MAX_FOLDS = 5
+
+
+@dataclass
+class TrainTest:
+    X_train: pd.DataFrame
+    y_train: pd.Series
+    X_test: pd.DataFrame
+    y_test: pd.Series
+    n_folds: int
+
+    @property
+    def classes(self) -> list:
+        return sorted(pd.concat([self.y_train, self.y_test]).unique().tolist())
+
+
+def split_frames(
+    train: pd.DataFrame,
+    test: pd.DataFrame | None,
+    class_column: str,
+    schema: FeatureSchema,
+    seed: int,
+    test_size: float,
+) -> TrainTest:
+    """Split (or take the given test file), keeping the schema's feature columns in order."""
+    columns = list(schema.columns)
+    if test is None:
+        counts = train[class_column].value_counts()
+        if counts.min() < 2:
+            raise DataError(
+                f"class {counts.idxmin()!r} has a single example; every class needs at least 2 "
+                "to be split into train and test"
+            )
+        try:
+            train, test = train_test_split(
+                train, test_size=test_size, random_state=seed, stratify=train[class_column]
+            )
+        except ValueError as exc:
+            raise DataError(f"cannot split {len(train)} rows into train and test: {exc}") from None
+    smallest = int(train[class_column].value_counts().min())
+    n_folds = min(MAX_FOLDS, smallest)
+    if n_folds < 2:
+        raise DataError(
+            "too few examples for cross-validation: the training part has a class with a single "
+            "example; use a larger dataset or a separate test file"
+        )
+    return TrainTest(
+        X_train=train[columns].reset_index(drop=True),
+        y_train=train[class_column].reset_index(drop=True),
+        X_test=test[columns].reset_index(drop=True),
+        y_test=test[class_column].reset_index(drop=True),
+        n_folds=n_folds,
+    )
+
+
+def load_train_test(
+    train_path: str,
+    test_path: str | None,
+    class_column: str,
+    schema: FeatureSchema,
+    expected_hash: str,
+    seed: int,
+    test_size: float,
+) -> TrainTest:
+    """Re-read a registered dataset (refusing it if its files changed) and split it."""
+    train = read_table(train_path)
+    test = read_table(test_path) if test_path else None
+    if content_hash(train.sha256, test.sha256 if test else None, class_column) != expected_hash:
+        raise DataError(
+            f"{train_path}{' or ' + test_path if test_path else ''} changed since the dataset "
+            "was registered; register it again as a new dataset"
+        )
+    frames = [t.frame[t.frame[class_column].notna()] for t in (train, test) if t is not None]
+    return split_frames(
+        frames[0], frames[1] if test else None, class_column, schema, seed, test_size
+    )

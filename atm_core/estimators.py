@@ -1,0 +1,108 @@
+"""Small scikit-learn compatible pieces the catalogue and the pipeline refer to by import path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.decomposition import PCA
+from sklearn.gaussian_process import GaussianProcessClassifier
+from sklearn.gaussian_process.kernels import (
+    RBF,
+    ConstantKernel,
+    ExpSineSquared,
+    Kernel,
+    Matern,
+    RationalQuadratic,
+)
+from sklearn.utils.validation import check_is_fitted
+
+MISSING_CATEGORY = "__missing__"
+
+
+def as_numbers(frame: pd.DataFrame) -> pd.DataFrame:
+    """Numeric columns as floats; a stray non-number becomes missing instead of an error."""
+    return frame.apply(pd.to_numeric, errors="coerce").astype("float64")
+
+
+def as_categories(frame: pd.DataFrame) -> np.ndarray:
+    """Categorical columns as strings, missing values as their own category."""
+    return frame.astype("object").where(frame.notna(), MISSING_CATEGORY).astype(str).to_numpy()
+
+
+class PCAComponents(TransformerMixin, BaseEstimator):
+    """PCA whose size is a count or, below 1, a fraction of the features seen at fit time."""
+
+    def __init__(self, n_components: float = 0.5, whiten: bool = False, random_state=None):
+        self.n_components = n_components
+        self.whiten = whiten
+        self.random_state = random_state
+
+    def fit(self, X, y=None):
+        n_features = np.asarray(X).shape[1]
+        limit = max(1, min(n_features, np.asarray(X).shape[0]))
+        wanted = self.n_components
+        count = int(round(wanted * n_features)) if 0 < wanted < 1 else int(wanted)
+        self.pca_ = PCA(
+            n_components=min(max(count, 1), limit),
+            whiten=self.whiten,
+            random_state=self.random_state,
+        ).fit(X)
+        return self
+
+    def transform(self, X):
+        check_is_fitted(self, "pca_")
+        return self.pca_.transform(X)
+
+
+class KernelGPClassifier(ClassifierMixin, BaseEstimator):
+    """Gaussian process classifier configured by kernel *name*, as the method JSON describes it."""
+
+    def __init__(
+        self,
+        kernel: str = "rbf",
+        nu: float = 1.5,
+        length_scale: float = 1.0,
+        alpha: float = 1.0,
+        periodicity: float = 1.0,
+        random_state=None,
+        n_jobs=None,
+    ):
+        self.kernel = kernel
+        self.nu = nu
+        self.length_scale = length_scale
+        self.alpha = alpha
+        self.periodicity = periodicity
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    def _kernel(self) -> Kernel:
+        builders = {
+            "constant": lambda: ConstantKernel(),
+            "rbf": lambda: RBF(),
+            "matern": lambda: Matern(nu=self.nu),
+            "rational_quadratic": lambda: RationalQuadratic(
+                length_scale=self.length_scale, alpha=self.alpha
+            ),
+            "exp_sine_squared": lambda: ExpSineSquared(
+                length_scale=self.length_scale, periodicity=self.periodicity
+            ),
+        }
+        if self.kernel not in builders:
+            raise ValueError(f"unknown kernel {self.kernel!r}: use one of {', '.join(builders)}")
+        return builders[self.kernel]()
+
+    def fit(self, X, y):
+        self.model_ = GaussianProcessClassifier(
+            kernel=self._kernel(), random_state=self.random_state, n_jobs=self.n_jobs
+        ).fit(X, y)
+        self.classes_ = self.model_.classes_
+        return self
+
+    def predict(self, X):
+        check_is_fitted(self, "model_")
+        return self.model_.predict(X)
+
+    def predict_proba(self, X):
+        check_is_fitted(self, "model_")
+        return self.model_.predict_proba(X)

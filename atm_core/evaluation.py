@@ -1,0 +1,228 @@
+"""Metrics, cross-validation and the judgment metric that ranks classifiers.
+
+Binary problems use accuracy, cohen_kappa, f1, roc_auc, ap and mcc (the positive class is the
+second label in sorted order, as in scikit-learn). Multiclass problems use accuracy,
+rank_accuracy, cohen_kappa, f1_micro, f1_macro, roc_auc_micro and roc_auc_macro; ``f1`` and
+``roc_auc`` mean their macro forms there. The judgment metric is the chosen metric's 5-fold
+stratified CV mean (``cv``), its value on the held-out test part (``test``) or the CV mean minus
+two standard deviations (``mu_sigma``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning, UndefinedMetricWarning
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    cohen_kappa_score,
+    f1_score,
+    matthews_corrcoef,
+    roc_auc_score,
+)
+from sklearn.model_selection import StratifiedKFold
+
+from atm_core.data.split import TrainTest
+from atm_core.errors import ConfigError
+
+BINARY_METRICS = ("accuracy", "cohen_kappa", "f1", "roc_auc", "ap", "mcc")
+MULTICLASS_METRICS = (
+    "accuracy",
+    "rank_accuracy",
+    "cohen_kappa",
+    "f1_micro",
+    "f1_macro",
+    "roc_auc_micro",
+    "roc_auc_macro",
+)
+MULTICLASS_ALIASES = {"f1": "f1_macro", "roc_auc": "roc_auc_macro"}
+SCORE_TARGETS = ("cv", "test", "mu_sigma")
+RANK_FRACTION = 0.33
+
+
+def resolve_metric(metric: str, k_classes: int) -> str:
+    """The metric actually computed for a problem with ``k_classes`` classes."""
+    if k_classes <= 2:
+        if metric in BINARY_METRICS:
+            return metric
+        raise ConfigError(
+            f"metric '{metric}' is not valid for a binary problem: "
+            f"use one of {', '.join(BINARY_METRICS)}"
+        )
+    metric = MULTICLASS_ALIASES.get(metric, metric)
+    if metric in MULTICLASS_METRICS:
+        return metric
+    allowed = ", ".join([*MULTICLASS_METRICS, *MULTICLASS_ALIASES])
+    raise ConfigError(
+        f"metric '{metric}' is not valid for a {k_classes}-class problem: use one of {allowed}"
+    )
+
+
+def silence_fit_warnings() -> None:
+    """Convergence and undefined-metric warnings are expected while searching; hide them."""
+    for category in (ConvergenceWarning, UndefinedMetricWarning, RuntimeWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
+    warnings.filterwarnings("ignore", message=".*Precision is ill-defined.*")
+
+
+def class_scores(model: Any, X: pd.DataFrame, classes: list) -> np.ndarray | None:
+    """Per-class scores aligned to ``classes``: probabilities, else the decision function."""
+    if hasattr(model, "predict_proba"):
+        raw = np.asarray(model.predict_proba(X), dtype=float)
+    elif hasattr(model, "decision_function"):
+        raw = np.asarray(model.decision_function(X), dtype=float)
+        if raw.ndim == 1:
+            raw = np.column_stack([-raw, raw])
+    else:
+        return None
+    model_classes = list(model.classes_)
+    aligned = np.full((raw.shape[0], len(classes)), -np.inf if raw.min() < 0 else 0.0)
+    for column, label in enumerate(model_classes):
+        if label in classes:
+            aligned[:, classes.index(label)] = raw[:, column]
+    return aligned
+
+
+def compute_metrics(
+    y_true: pd.Series, y_pred: np.ndarray, scores: np.ndarray | None, classes: list
+) -> dict[str, float]:
+    """Every metric of the problem type; NaN where one is undefined."""
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    result: dict[str, float] = {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "cohen_kappa": _safe(lambda: cohen_kappa_score(y_true, y_pred)),
+    }
+    if len(classes) <= 2:
+        positive = classes[-1]
+        result["f1"] = _safe(
+            lambda: f1_score(y_true, y_pred, pos_label=positive, average="binary", zero_division=0)
+        )
+        result["mcc"] = _safe(lambda: matthews_corrcoef(y_true, y_pred))
+        if scores is not None:
+            truth = (y_true == positive).astype(int)
+            result["roc_auc"] = _safe(lambda: roc_auc_score(truth, scores[:, -1]))
+            result["ap"] = _safe(lambda: average_precision_score(truth, scores[:, -1]))
+        else:
+            result["roc_auc"] = result["ap"] = math.nan
+        return {name: result[name] for name in BINARY_METRICS}
+    result["f1_micro"] = _safe(lambda: f1_score(y_true, y_pred, average="micro", zero_division=0))
+    result["f1_macro"] = _safe(lambda: f1_score(y_true, y_pred, average="macro", zero_division=0))
+    if scores is not None:
+        onehot = np.column_stack([(y_true == label).astype(int) for label in classes])
+        finite = np.where(np.isfinite(scores), scores, np.nanmin(scores[np.isfinite(scores)]) - 1)
+        result["rank_accuracy"] = _rank_accuracy(onehot, finite)
+        result["roc_auc_macro"] = _macro_auc(onehot, finite)
+        result["roc_auc_micro"] = _safe(lambda: roc_auc_score(onehot.ravel(), finite.ravel()))
+    else:
+        result["rank_accuracy"] = result["roc_auc_macro"] = result["roc_auc_micro"] = math.nan
+    return {name: result[name] for name in MULTICLASS_METRICS}
+
+
+def _rank_accuracy(onehot: np.ndarray, scores: np.ndarray) -> float:
+    """Share of rows whose true class is among the top third (at least one) of ranked classes."""
+    top = max(1, int(round(onehot.shape[1] * RANK_FRACTION)))
+    ranked = np.argsort(-scores, axis=1)[:, :top]
+    truth = onehot.argmax(axis=1)
+    return float(np.mean([truth[i] in ranked[i] for i in range(len(truth))]))
+
+
+def _macro_auc(onehot: np.ndarray, scores: np.ndarray) -> float:
+    aucs = [
+        roc_auc_score(onehot[:, k], scores[:, k])
+        for k in range(onehot.shape[1])
+        if 0 < onehot[:, k].sum() < len(onehot)
+    ]
+    return float(np.mean(aucs)) if aucs else math.nan
+
+
+def _safe(compute: Callable[[], float]) -> float:
+    try:
+        return float(compute())
+    except ValueError:
+        return math.nan
+
+
+@dataclass
+class Evaluation:
+    """What one classifier's evaluation produced: the fitted model and its scores."""
+
+    model: ClassifierMixin
+    metrics: pd.DataFrame  # one row per CV fold plus one "test" row
+    cv_judgment_metric: float
+    cv_judgment_metric_stdev: float
+    test_judgment_metric: float
+
+    def judgment(self, score_target: str) -> float:
+        if score_target == "test":
+            return self.test_judgment_metric
+        if score_target == "mu_sigma":
+            return self.cv_judgment_metric - 2 * self.cv_judgment_metric_stdev
+        return self.cv_judgment_metric
+
+
+def evaluate(
+    make_model: Callable[[], ClassifierMixin], data: TrainTest, metric: str, seed: int
+) -> Evaluation:
+    """Cross-validate on the training part, refit on all of it, score on the test part."""
+    classes = data.classes
+    rows: list[dict[str, Any]] = []
+    folds = StratifiedKFold(n_splits=data.n_folds, shuffle=True, random_state=seed)
+    for index, (train_idx, valid_idx) in enumerate(folds.split(data.X_train, data.y_train)):
+        _, row = _fit_and_score(
+            make_model,
+            data.X_train.iloc[train_idx],
+            data.y_train.iloc[train_idx],
+            data.X_train.iloc[valid_idx],
+            data.y_train.iloc[valid_idx],
+            classes,
+        )
+        rows.append({"split": "cv", "fold": index, **row})
+    model, row = _fit_and_score(
+        make_model, data.X_train, data.y_train, data.X_test, data.y_test, classes
+    )
+    rows.append({"split": "test", "fold": -1, **row})
+    frame = pd.DataFrame(rows)
+    cv_values = frame.loc[frame["split"] == "cv", metric].to_numpy(dtype=float)
+    test_value = float(frame.loc[frame["split"] == "test", metric].iloc[0])
+    if not np.all(np.isfinite(cv_values)) or not math.isfinite(test_value):
+        raise ValueError(
+            f"judgment metric '{metric}' is undefined for this model "
+            "(it needs predict_proba or decision_function)"
+        )
+    return Evaluation(
+        model=model,
+        metrics=frame,
+        cv_judgment_metric=float(cv_values.mean()),
+        cv_judgment_metric_stdev=float(cv_values.std()),
+        test_judgment_metric=test_value,
+    )
+
+
+def _fit_and_score(
+    make_model: Callable[[], ClassifierMixin],
+    X_fit: pd.DataFrame,
+    y_fit: pd.Series,
+    X_eval: pd.DataFrame,
+    y_eval: pd.Series,
+    classes: list,
+) -> tuple[ClassifierMixin, dict[str, float]]:
+    model = make_model()
+    started = time.perf_counter()
+    model.fit(X_fit, y_fit)
+    fitted = time.perf_counter()
+    predictions = model.predict(X_eval)
+    scores = class_scores(model, X_eval, classes)
+    row = compute_metrics(y_eval, predictions, scores, classes)
+    row["fit_seconds"] = fitted - started
+    row["predict_seconds"] = time.perf_counter() - fitted
+    return model, row

@@ -1,0 +1,124 @@
+"""Engines for every supported dialect and the schema migrations that run when a hub opens.
+
+SQLite runs in WAL mode with a busy timeout, and every transaction starts with ``BEGIN
+IMMEDIATE``: writers queue for the lock instead of failing with "database is locked" when two
+deferred transactions both try to upgrade to writing. MySQL/MariaDB and PostgreSQL get pool
+pre-ping (a dropped connection is replaced instead of failing the next query).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from atm_core.errors import ConfigError
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 120_000
+_DRIVERS = {
+    "mysql": "mysql+mysqldb",
+    "mariadb": "mariadb+mysqldb",
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+}
+
+
+def normalise_url(url: str) -> URL:
+    """Parse a database URL, picking the drivers ATM ships (mysqlclient, psycopg 3)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"invalid database URL '{url}': {exc}") from None
+    if parsed.drivername in _DRIVERS:
+        parsed = parsed.set(drivername=_DRIVERS[parsed.drivername])
+    return parsed
+
+
+def create_hub_engine(url: str) -> Engine:
+    parsed = normalise_url(url)
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            return _sqlite_engine(parsed)
+        return create_engine(
+            parsed, pool_pre_ping=True, pool_recycle=1800, pool_size=5, max_overflow=10
+        )
+    except NoSuchModuleError as exc:
+        raise ConfigError(f"unsupported database URL '{url}': {exc}") from None
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    if url.database and url.database != ":memory:":
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def head_revision() -> str:
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Upgrade the ModelHub to the newest schema; concurrent openers wait for one another."""
+    head = head_revision()
+    if current_revision(engine) == head:
+        return
+    dialect = engine.dialect.name
+    with engine.connect() as connection:
+        if dialect in ("mysql", "mariadb"):
+            connection.execute(text("SELECT GET_LOCK('atm_schema_migration', 300)"))
+        try:
+            with connection.begin():
+                if dialect == "postgresql":
+                    connection.execute(text("SELECT pg_advisory_xact_lock(7206101)"))
+                current = MigrationContext.configure(connection).get_current_revision()
+                if current == head:
+                    return
+                known = {
+                    rev.revision
+                    for rev in ScriptDirectory.from_config(_alembic_config()).walk_revisions()
+                }
+                if current is not None and current not in known:
+                    raise ConfigError(
+                        f"the ModelHub has schema revision {current}, newer than this version of "
+                        "ATM knows; upgrade ATM"
+                    )
+                config = _alembic_config()
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+        finally:
+            if dialect in ("mysql", "mariadb"):
+                connection.execute(text("SELECT RELEASE_LOCK('atm_schema_migration')"))
+                connection.commit()

@@ -1,0 +1,177 @@
+"""The ModelHub schema: datasets, dataruns, hyperpartitions and classifiers.
+
+Field names follow the ATM documentation's "Guide to the ModelHub database". Hyperparameter
+specs and values are JSON (the original stored base64 pickles that broke when BTB changed).
+Times are naive UTC. The schema only changes through the alembic migrations next to this file.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Enum, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# MySQL's TEXT stops at 64 KB; tracebacks and wide JSON specs can be longer.
+LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+
+
+def utcnow() -> datetime:
+    """Naive UTC: every dialect stores it the same way."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class DatarunStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETE = "complete"
+
+
+class ClassifierStatus(enum.StrEnum):
+    RUNNING = "running"
+    ERRORED = "errored"
+    COMPLETE = "complete"
+
+
+class HyperpartitionStatus(enum.StrEnum):
+    INCOMPLETE = "incomplete"
+    GRIDDING_DONE = "gridding_done"
+    ERRORED = "errored"
+
+
+class BudgetType(enum.StrEnum):
+    CLASSIFIER = "classifier"
+    WALLTIME = "walltime"
+
+
+class ScoreTarget(enum.StrEnum):
+    CV = "cv"
+    TEST = "test"
+    MU_SIGMA = "mu_sigma"
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda members: [member.value for member in members],
+    )
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(String(1000))
+    train_path: Mapped[str] = mapped_column(String(1000))
+    test_path: Mapped[str | None] = mapped_column(String(1000))
+    class_column: Mapped[str] = mapped_column(String(200))
+    n_examples: Mapped[int] = mapped_column(Integer)
+    k_classes: Mapped[int] = mapped_column(Integer)
+    d_features: Mapped[int] = mapped_column(Integer)
+    majority: Mapped[float] = mapped_column(Float)
+    size_kb: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(String(64), index=True)
+    feature_schema: Mapped[dict[str, Any]] = mapped_column(JSON)
+    class_labels: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    dataruns: Mapped[list[Datarun]] = relationship(back_populates="dataset")
+
+
+class Datarun(Base):
+    __tablename__ = "dataruns"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), index=True)
+    description: Mapped[str | None] = mapped_column(String(1000))
+    # BTB configuration
+    selector: Mapped[str] = mapped_column(String(500))
+    k_window: Mapped[int] = mapped_column(Integer)
+    tuner: Mapped[str] = mapped_column(String(500))
+    r_minimum: Mapped[int] = mapped_column(Integer)
+    gridding: Mapped[int] = mapped_column(Integer, default=0)
+    # ATM configuration
+    priority: Mapped[int] = mapped_column(Integer, default=1)
+    budget_type: Mapped[BudgetType] = mapped_column(_enum(BudgetType, "budget_type"))
+    budget: Mapped[int] = mapped_column(Integer)
+    deadline: Mapped[datetime | None] = mapped_column(DateTime)
+    metric: Mapped[str] = mapped_column(String(30))
+    score_target: Mapped[ScoreTarget] = mapped_column(_enum(ScoreTarget, "score_target"))
+    seed: Mapped[int] = mapped_column(Integer, default=0)
+    test_size: Mapped[float] = mapped_column(Float, default=0.3)
+    # State
+    start_time: Mapped[datetime | None] = mapped_column(DateTime)
+    end_time: Mapped[datetime | None] = mapped_column(DateTime)
+    status: Mapped[DatarunStatus] = mapped_column(
+        _enum(DatarunStatus, "datarun_status"), default=DatarunStatus.PENDING
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    dataset: Mapped[Dataset] = relationship(back_populates="dataruns")
+    hyperpartitions: Mapped[list[Hyperpartition]] = relationship(
+        back_populates="datarun", order_by="Hyperpartition.id"
+    )
+
+    __table_args__ = (Index("ix_dataruns_status_priority", "status", "priority"),)
+
+
+class Hyperpartition(Base):
+    __tablename__ = "hyperpartitions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    datarun_id: Mapped[int] = mapped_column(ForeignKey("dataruns.id"), index=True)
+    method: Mapped[str] = mapped_column(String(500))
+    estimator_class: Mapped[str] = mapped_column(String(500))
+    categoricals: Mapped[list[Any]] = mapped_column(JSON)
+    tunables: Mapped[list[Any]] = mapped_column(JSON)
+    constants: Mapped[list[Any]] = mapped_column(JSON)
+    status: Mapped[HyperpartitionStatus] = mapped_column(
+        _enum(HyperpartitionStatus, "hyperpartition_status"),
+        default=HyperpartitionStatus.INCOMPLETE,
+    )
+
+    datarun: Mapped[Datarun] = relationship(back_populates="hyperpartitions")
+
+
+class Classifier(Base):
+    __tablename__ = "classifiers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    datarun_id: Mapped[int] = mapped_column(ForeignKey("dataruns.id"))
+    hyperpartition_id: Mapped[int] = mapped_column(ForeignKey("hyperpartitions.id"), index=True)
+    host: Mapped[str | None] = mapped_column(String(255))
+    model_location: Mapped[str | None] = mapped_column(String(1000))
+    model_sha256: Mapped[str | None] = mapped_column(String(64))
+    metrics_location: Mapped[str | None] = mapped_column(String(1000))
+    cv_judgment_metric: Mapped[float | None] = mapped_column(Float)
+    cv_judgment_metric_stdev: Mapped[float | None] = mapped_column(Float)
+    test_judgment_metric: Mapped[float | None] = mapped_column(Float)
+    hyperparameters_values: Mapped[dict[str, Any]] = mapped_column(JSON)
+    config_key: Mapped[str] = mapped_column(String(64))
+    start_time: Mapped[datetime | None] = mapped_column(DateTime)
+    end_time: Mapped[datetime | None] = mapped_column(DateTime)
+    status: Mapped[ClassifierStatus] = mapped_column(
+        _enum(ClassifierStatus, "classifier_status"), default=ClassifierStatus.RUNNING
+    )
+    error_message: Mapped[str | None] = mapped_column(LongText)
+    # Lease: the worker holding ``claim_token`` renews ``lease_expires_at`` while it trains.
+    claim_token: Mapped[str | None] = mapped_column(String(36))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+
+    __table_args__ = (
+        Index("ix_classifiers_datarun_status", "datarun_id", "status"),
+        Index("ix_classifiers_datarun_config", "datarun_id", "hyperpartition_id", "config_key"),
+    )

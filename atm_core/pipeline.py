@@ -1,0 +1,132 @@
+"""Turn a configuration (estimator class + hyperparameter values) into a scikit-learn pipeline.
+
+The pipeline carries its own preprocessing, so a stored model predicts on raw rows: numbers are
+imputed (median), string columns one-hot encoded (unseen categories are ignored, missing is a
+category of its own), then the special keys of the method JSON add scaling and PCA.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+from typing import Any
+
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, OneHotEncoder, StandardScaler
+
+from atm_core.data.dataset import FeatureSchema
+from atm_core.estimators import PCAComponents, as_categories, as_numbers
+
+SPECIAL_KEYS = ("_scale", "_scale_minmax", "_pca", "_pca_dimensions", "_whiten")
+MAX_CATEGORIES = 50
+_LIST_LENGTH = re.compile(r"^len\((?P<name>.+)\)$")
+_LIST_ELEMENT = re.compile(r"^(?P<name>.+)\[(?P<index>\d+)\]$")
+
+
+def import_class(path: str) -> type:
+    module_name, _, attr = path.rpartition(".")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def estimator_kwargs(values: dict[str, Any]) -> dict[str, Any]:
+    """Constructor arguments: special keys removed, list parameters rebuilt as tuples."""
+    kwargs: dict[str, Any] = {}
+    lengths: dict[str, int] = {}
+    elements: dict[str, dict[int, Any]] = {}
+    for name, value in values.items():
+        if name in SPECIAL_KEYS:
+            continue
+        if match := _LIST_LENGTH.match(name):
+            lengths[match["name"]] = int(value)
+        elif match := _LIST_ELEMENT.match(name):
+            elements.setdefault(match["name"], {})[int(match["index"])] = value
+        else:
+            kwargs[name] = value
+    for name, length in lengths.items():
+        items = elements.get(name, {})
+        kwargs[name] = tuple(items[i] for i in range(length))
+    return kwargs
+
+
+def build_pipeline(
+    estimator_class: str,
+    values: dict[str, Any],
+    schema: FeatureSchema,
+    *,
+    random_state: int | None = None,
+    n_jobs: int | None = None,
+) -> Pipeline:
+    """An unfitted pipeline: preprocessing, optional scaling/PCA, then the estimator."""
+    cls = import_class(estimator_class)
+    kwargs = estimator_kwargs(values)
+    accepted = inspect.signature(cls.__init__).parameters
+    if "random_state" in accepted and "random_state" not in kwargs:
+        kwargs["random_state"] = random_state
+    if "n_jobs" in accepted and "n_jobs" not in kwargs and n_jobs is not None:
+        kwargs["n_jobs"] = n_jobs
+    steps: list[tuple[str, Any]] = [("preprocess", preprocessor(schema))]
+    if values.get("_scale"):
+        steps.append(("scale", StandardScaler()))
+    elif values.get("_scale_minmax"):
+        steps.append(("scale", MinMaxScaler(clip=True)))
+    if values.get("_pca"):
+        steps.append(
+            (
+                "pca",
+                PCAComponents(
+                    n_components=values.get("_pca_dimensions", 0.5),
+                    whiten=bool(values.get("_whiten", False)),
+                    random_state=random_state,
+                ),
+            )
+        )
+    steps.append(("estimator", cls(**kwargs)))
+    return Pipeline(steps)
+
+
+def preprocessor(schema: FeatureSchema) -> ColumnTransformer:
+    """Imputation and one-hot encoding for the schema's columns; other columns are dropped."""
+    branches: list[tuple[str, Any, list[str]]] = []
+    if schema.numeric:
+        branches.append(
+            (
+                "numeric",
+                Pipeline(
+                    [
+                        (
+                            "to_numbers",
+                            FunctionTransformer(as_numbers, feature_names_out="one-to-one"),
+                        ),
+                        ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+                    ]
+                ),
+                list(schema.numeric),
+            )
+        )
+    if schema.categorical:
+        branches.append(
+            (
+                "categorical",
+                Pipeline(
+                    [
+                        (
+                            "to_strings",
+                            FunctionTransformer(as_categories, feature_names_out="one-to-one"),
+                        ),
+                        (
+                            "one_hot",
+                            OneHotEncoder(
+                                handle_unknown="infrequent_if_exist",
+                                max_categories=MAX_CATEGORIES,
+                                sparse_output=False,
+                            ),
+                        ),
+                    ]
+                ),
+                list(schema.categorical),
+            )
+        )
+    return ColumnTransformer(branches, remainder="drop", verbose_feature_names_out=False)

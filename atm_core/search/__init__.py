@@ -1,0 +1,1 @@
+"""The search space (method catalogue, hyperpartitions) and the search (selectors, tuners)."""

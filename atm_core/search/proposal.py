@@ -1,0 +1,124 @@
+"""Propose the next configuration of a datarun from its history.
+
+The selector picks a hyperpartition from the judgment scores of its finished classifiers; the
+tuner, fitted on that partition's history, picks the numeric values. Configurations already
+tried (finished, errored or in flight elsewhere) are never proposed again, so a finite space
+(a grid, a partition without tunables) is reported *exhausted* once every point is taken.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from baytune.tuning import StopTuning
+
+from atm_core.errors import SearchError
+from atm_core.search.hyperpartitions import HyperpartitionSpec
+from atm_core.search.selectors import make_selector
+from atm_core.search.space import TuningSpace
+from atm_core.search.tuners import make_tuner
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    selector: str = "uniform"
+    tuner: str = "uniform"
+    k_window: int = 3
+    r_minimum: int = 2
+    gridding: int = 0
+
+
+@dataclass
+class Trial:
+    """A configuration already taken: ``score`` is None while running or when it errored."""
+
+    values: dict[str, Any]
+    score: float | None = None
+
+
+@dataclass
+class Partition:
+    id: int
+    spec: HyperpartitionSpec
+    trials: list[Trial] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    hyperpartition_id: int
+    values: dict[str, Any]
+
+
+@dataclass
+class ProposalOutcome:
+    proposal: Proposal | None
+    exhausted: list[int]
+
+
+def propose(partitions: list[Partition], config: SearchConfig) -> ProposalOutcome:
+    """Select a partition and tune it; ``proposal`` is None when every partition is exhausted."""
+    spaces = {p.id: TuningSpace(p.spec.tunables, config.gridding) for p in partitions}
+    exhausted = [
+        p.id for p in partitions if _distinct_tried(p, spaces[p.id]) >= spaces[p.id].cardinality
+    ]
+    candidates = {p.id: p for p in partitions if p.id not in exhausted}
+    while candidates:
+        chosen = _select(list(candidates.values()), config)
+        values = _tune(candidates[chosen], spaces[chosen], config)
+        if values is None:
+            exhausted.append(chosen)
+            del candidates[chosen]
+            continue
+        spec = candidates[chosen].spec
+        return ProposalOutcome(Proposal(chosen, spec.fixed_values() | values), exhausted)
+    return ProposalOutcome(None, exhausted)
+
+
+def _distinct_tried(partition: Partition, space: TuningSpace) -> int:
+    return len({space.key(trial.values) for trial in partition.trials})
+
+
+def _scored(trials: list[Trial]) -> list[Trial]:
+    return [t for t in trials if t.score is not None and math.isfinite(t.score)]
+
+
+def _select(candidates: list[Partition], config: SearchConfig) -> int:
+    if len(candidates) == 1:
+        return candidates[0].id
+    by_algorithm: dict[str, list[int]] = defaultdict(list)
+    for partition in candidates:
+        by_algorithm[partition.spec.method].append(partition.id)
+    selector = make_selector(
+        config.selector, [p.id for p in candidates], config.k_window, dict(by_algorithm)
+    )
+    choice_scores = {p.id: [t.score for t in _scored(p.trials)] for p in candidates}
+    chosen = selector.select(choice_scores)
+    if chosen not in choice_scores:
+        raise SearchError(
+            f"selector '{config.selector}' chose {chosen!r}, which is not a candidate"
+        )
+    return chosen
+
+
+def _tune(partition: Partition, space: TuningSpace, config: SearchConfig) -> dict[str, Any] | None:
+    if space.tunable is None:
+        return {}
+    if not partition.trials and (defaults := space.defaults()) is not None:
+        return defaults
+    tuner = make_tuner(config.tuner, space.tunable, config.r_minimum)
+    scored = _scored(partition.trials)
+    if scored:
+        tuner.record([space.encode(t.values) for t in scored], [float(t.score) for t in scored])
+    unscored = [t for t in partition.trials if t not in scored]
+    if unscored and hasattr(tuner, "_trials_set"):
+        # baytune only de-duplicates against recorded trials; errored and in-flight ones count too.
+        taken = space.tunable.transform([space.encode(t.values) for t in unscored])
+        tuner._trials_set.update(map(tuple, taken))
+    try:
+        raw = tuner.propose(1)
+    except StopTuning:
+        return None
+    return space.decode(raw)

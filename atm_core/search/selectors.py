@@ -1,0 +1,63 @@
+"""Selectors: baytune's bandits over hyperpartitions, and custom ones by class path."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+from baytune.selection import (
+    UCB1,
+    BestKReward,
+    BestKVelocity,
+    HierarchicalByAlgorithm,
+    PureBestKVelocity,
+    RecentKReward,
+    RecentKVelocity,
+    Uniform,
+)
+from baytune.selection.selector import Selector
+
+from atm_core.errors import SearchError
+from atm_core.search.plugins import is_custom, load_class
+
+SELECTORS: dict[str, type[Selector]] = {
+    "uniform": Uniform,
+    "ucb1": UCB1,
+    "bestk": BestKReward,
+    "bestkvel": BestKVelocity,
+    "purebestkvel": PureBestKVelocity,
+    "recentk": RecentKReward,
+    "recentkvel": RecentKVelocity,
+    "hieralg": HierarchicalByAlgorithm,
+}
+
+
+def resolve_selector(name: str) -> type[Selector]:
+    """The selector class for a name or a ``file.py:Class`` path; a clear error otherwise."""
+    if is_custom(name):
+        return load_class(name, Selector, "selector")
+    try:
+        return SELECTORS[name]
+    except KeyError:
+        raise SearchError(
+            f"unknown selector '{name}': use one of {', '.join(SELECTORS)} "
+            "or path/to/file.py:ClassName"
+        ) from None
+
+
+def make_selector(
+    name: str,
+    choices: Sequence[Hashable],
+    k_window: int,
+    by_algorithm: dict[str, list[Hashable]],
+) -> Selector:
+    """Instantiate a selector with the datarun's ``k_window`` and the method grouping."""
+    cls = resolve_selector(name)
+    parameters = inspect.signature(cls.__init__).parameters
+    kwargs: dict[str, Any] = {}
+    if "k" in parameters:
+        kwargs["k"] = k_window
+    if "by_algorithm" in parameters:
+        kwargs["by_algorithm"] = by_algorithm
+    return cls(list(choices), **kwargs)

@@ -1,0 +1,322 @@
+"""One worker step: claim -> select -> tune -> train -> score -> save.
+
+The CLI worker loops over these steps; the Prefect flow calls the same functions from its
+tasks (:func:`next_claim` to reserve, :func:`train_classifier` to train), so both follow one
+code path. Model errors are recorded on the classifier and the worker moves on; object-store
+failures (after the store's own retries) raise :class:`ArtifactStoreError` for the caller to
+retry or record.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.exc import OperationalError
+
+from atm_core.artifacts import ArtifactStoreError, serialize_model
+from atm_core.data.split import TrainTest, load_train_test
+from atm_core.evaluation import evaluate, resolve_metric, silence_fit_warnings
+from atm_core.modelhub.claims import Claim, DuplicateProposal, Outcome
+from atm_core.modelhub.hub import ModelHub, judgment
+from atm_core.modelhub.models import (
+    BudgetType,
+    ClassifierStatus,
+    Datarun,
+    Dataset,
+    HyperpartitionStatus,
+    utcnow,
+)
+from atm_core.pipeline import build_pipeline
+from atm_core.search.proposal import propose
+
+PROPOSAL_ATTEMPTS = 5
+
+
+@dataclass
+class ClassifierResult:
+    """What happened to one classifier, for reporting."""
+
+    classifier_id: int
+    datarun_id: int
+    method: str
+    values: dict[str, Any]
+    status: str  # complete | errored | lost | skipped
+    metric: str = ""
+    score_target: str = "cv"
+    cv_mean: float | None = None
+    cv_stdev: float | None = None
+    test: float | None = None
+    judgment: float | None = None
+    previous_best: tuple[int, float, float | None] | None = None
+    model_location: str | None = None
+    metrics_location: str | None = None
+    error: str | None = None
+
+    @property
+    def is_new_best(self) -> bool:
+        if self.status != "complete" or self.judgment is None:
+            return False
+        return self.previous_best is None or self.judgment > self.previous_best[1]
+
+
+class Reporter:
+    """Receives what a worker does; the CLI prints it, the flow logs it. Default: silent."""
+
+    def datarun_started(self, datarun: Datarun, dataset: Dataset) -> None: ...
+
+    def classifier_started(self, claim: Claim, method: str, values: dict[str, Any]) -> None: ...
+
+    def classifier_finished(self, result: ClassifierResult) -> None: ...
+
+    def datarun_ended(self, datarun: Datarun, reason: str) -> None: ...
+
+    def waiting(self, datarun: Datarun, running: int) -> None: ...
+
+    def no_dataruns(self) -> None: ...
+
+
+class DataCache:
+    """Each worker process reads and splits a dataset once, not once per classifier."""
+
+    def __init__(self, max_items: int = 4) -> None:
+        self._items: OrderedDict[tuple, TrainTest] = OrderedDict()
+        self._lock = threading.Lock()
+        self._max_items = max_items
+
+    def get(self, hub: ModelHub, dataset: Dataset, datarun: Datarun) -> TrainTest:
+        key = (dataset.id, datarun.seed, datarun.test_size)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            data = load_train_test(
+                dataset.train_path,
+                dataset.test_path,
+                dataset.class_column,
+                hub.schema_of(dataset),
+                dataset.content_hash,
+                datarun.seed,
+                datarun.test_size,
+            )
+            self._items[key] = data
+            if len(self._items) > self._max_items:
+                self._items.popitem(last=False)
+            return data
+
+
+class Heartbeat:
+    """Renews a claim's lease in the background while the classifier trains."""
+
+    def __init__(self, hub: ModelHub, claim: Claim) -> None:
+        self.hub = hub
+        self.claim = claim
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._beat, name=f"lease-{claim.classifier_id}", daemon=True
+        )
+
+    def _beat(self) -> None:
+        interval = max(self.hub.settings.lease_seconds / 3, 0.05)
+        while not self._stop.wait(interval):
+            try:
+                if not self.hub.renew_lease(self.claim):
+                    self.lost = True
+                    return
+            except OperationalError:
+                continue  # the database is away: keep trying until the lease runs out
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def next_claim(hub: ModelHub, datarun_id: int) -> Claim | None:
+    """Reclaim an expired classifier, or propose a new configuration and reserve it."""
+    claim = hub.reclaim_expired(datarun_id)
+    if claim is not None:
+        return claim
+    datarun = hub.get_datarun(datarun_id)
+    config = hub.search_config(datarun)
+    for _ in range(PROPOSAL_ATTEMPTS):
+        if not hub.has_budget(datarun_id):
+            return None
+        outcome = propose(hub.search_history(datarun_id), config)
+        hub.mark_exhausted(outcome.exhausted)
+        if outcome.proposal is None:
+            return None
+        try:
+            return hub.reserve(
+                datarun_id, outcome.proposal.hyperpartition_id, outcome.proposal.values
+            )
+        except DuplicateProposal:
+            continue
+    return None
+
+
+def train_classifier(
+    hub: ModelHub, claim: Claim, cache: DataCache, reporter: Reporter | None = None
+) -> ClassifierResult:
+    """Train, score and store the claimed classifier. Safe to call again with the same claim."""
+    reporter = reporter or Reporter()
+    classifier = hub.get_classifier(claim.classifier_id)
+    partition = hub.get_hyperpartition(classifier.hyperpartition_id)
+    datarun = hub.get_datarun(claim.datarun_id)
+    dataset = hub.get_dataset(datarun.dataset_id)
+    result = ClassifierResult(
+        classifier_id=classifier.id,
+        datarun_id=datarun.id,
+        method=partition.method,
+        values=classifier.hyperparameters_values,
+        status="skipped",
+        score_target=datarun.score_target.value,
+    )
+    if classifier.claim_token != claim.token:
+        result.status = "lost"
+        return result
+    if classifier.status != ClassifierStatus.RUNNING:
+        result.status = classifier.status.value  # a retry of work already recorded
+        return result
+    reporter.classifier_started(claim, partition.method, classifier.hyperparameters_values)
+    prefix = hub.store.classifier_prefix(datarun.id, classifier.id, claim.attempt)
+    with Heartbeat(hub, claim) as heartbeat:
+        try:
+            result.metric = resolve_metric(datarun.metric, dataset.k_classes)
+            data = cache.get(hub, dataset, datarun)
+            schema = hub.schema_of(dataset)
+
+            def make_model():
+                return build_pipeline(
+                    partition.estimator_class,
+                    classifier.hyperparameters_values,
+                    schema,
+                    random_state=datarun.seed,
+                    n_jobs=hub.settings.n_jobs,
+                )
+
+            evaluation = evaluate(make_model, data, result.metric, datarun.seed)
+            blob = serialize_model(evaluation.model)
+        except Exception:
+            result.error = traceback.format_exc()
+            result.status = "errored" if hub.fail_classifier(claim, result.error) else "lost"
+            reporter.classifier_finished(result)
+            return result
+        stored = hub.store.save_model(f"{prefix}/model.pkl", blob)
+        metrics_location = hub.store.save_frame(f"{prefix}/metrics.parquet", evaluation.metrics)
+        best = hub.best_classifier(datarun.id)
+        if best is not None:
+            result.previous_best = (
+                best.id,
+                judgment(best, datarun.score_target),
+                best.cv_judgment_metric_stdev,
+            )
+        outcome = Outcome(
+            model_location=stored.location,
+            model_sha256=stored.sha256,
+            metrics_location=metrics_location,
+            cv_judgment_metric=evaluation.cv_judgment_metric,
+            cv_judgment_metric_stdev=evaluation.cv_judgment_metric_stdev,
+            test_judgment_metric=evaluation.test_judgment_metric,
+        )
+        completed = not heartbeat.lost and hub.complete_classifier(claim, outcome)
+    if not completed:
+        hub.store.delete_prefix(prefix)  # another worker owns this classifier now
+        result.status = "lost"
+        return result
+    result.status = "complete"
+    result.cv_mean = evaluation.cv_judgment_metric
+    result.cv_stdev = evaluation.cv_judgment_metric_stdev
+    result.test = evaluation.test_judgment_metric
+    result.judgment = evaluation.judgment(datarun.score_target.value)
+    result.model_location = stored.location
+    result.metrics_location = metrics_location
+    reporter.classifier_finished(result)
+    return result
+
+
+@dataclass
+class Worker:
+    """Works on the highest-priority unfinished datarun until no work is left.
+
+    ``total_time`` (minutes) stops the worker itself; budgets stop dataruns. A worker with no
+    slot to claim waits while others still run classifiers of its datarun: their leases either
+    end in results or expire and get reclaimed here.
+    """
+
+    hub: ModelHub
+    datarun_ids: list[int] | None = None
+    total_time: float | None = None
+    reporter: Reporter = field(default_factory=Reporter)
+    cache: DataCache = field(default_factory=DataCache)
+    _started: set[int] = field(default_factory=set)
+
+    def run(self) -> None:
+        silence_fit_warnings()
+        stop_at = utcnow() + timedelta(minutes=self.total_time) if self.total_time else None
+        while stop_at is None or utcnow() < stop_at:
+            dataruns = self.hub.dataruns_by_priority(self.datarun_ids)
+            if not dataruns:
+                self.reporter.no_dataruns()
+                return
+            waiting_on = None
+            for datarun in dataruns:
+                state = self.step(datarun)
+                if state == "trained":
+                    break
+                if state == "busy" and waiting_on is None:
+                    waiting_on = datarun
+            else:
+                if waiting_on is None:
+                    self.reporter.no_dataruns()
+                    return
+                self.reporter.waiting(waiting_on, self.hub.running_count(waiting_on.id))
+                time.sleep(self.hub.settings.poll_seconds)
+
+    def step(self, datarun: Datarun) -> str:
+        """Train one classifier of ``datarun``: 'trained', 'busy' (others running) or 'done'."""
+        if datarun.id not in self._started:
+            self._started.add(datarun.id)
+            self.reporter.datarun_started(datarun, self.hub.get_dataset(datarun.dataset_id))
+        claim = next_claim(self.hub, datarun.id)
+        if claim is None:
+            self._finish(datarun)
+            return "busy" if self.hub.running_count(datarun.id) else "done"
+        try:
+            train_classifier(self.hub, claim, self.cache, self.reporter)
+        except ArtifactStoreError as exc:
+            self.hub.fail_classifier(claim, f"artifact store failed: {exc}")
+            self.hub.store.delete_prefix(
+                self.hub.store.classifier_prefix(datarun.id, claim.classifier_id, claim.attempt)
+            )
+        except KeyboardInterrupt:
+            self.hub.release(claim)
+            raise
+        self._finish(datarun)
+        return "trained"
+
+    def _finish(self, datarun: Datarun) -> None:
+        if self.hub.finish_if_done(datarun.id):
+            refreshed = self.hub.get_datarun(datarun.id)
+            self.reporter.datarun_ended(refreshed, _end_reason(self.hub, refreshed))
+
+
+def _end_reason(hub: ModelHub, datarun: Datarun) -> str:
+    if not any(
+        hp.status == HyperpartitionStatus.INCOMPLETE for hp in hub.hyperpartitions(datarun.id)
+    ):
+        return "no hyperpartition is left to explore"
+    if datarun.deadline is not None and utcnow() >= datarun.deadline:
+        return "the deadline has passed"
+    if datarun.budget_type == BudgetType.WALLTIME:
+        return "walltime budget has run out"
+    return "classifier budget has run out"
