@@ -10,7 +10,6 @@ from sklearn.gaussian_process import GaussianProcessClassifier
 from sklearn.gaussian_process.kernels import (
     RBF,
     ConstantKernel,
-    ExpSineSquared,
     Kernel,
     Matern,
     RationalQuadratic,
@@ -64,7 +63,6 @@ class KernelGPClassifier(ClassifierMixin, BaseEstimator):
         nu: float = 1.5,
         length_scale: float = 1.0,
         alpha: float = 1.0,
-        periodicity: float = 1.0,
         random_state=None,
         n_jobs=None,
     ):
@@ -72,7 +70,6 @@ class KernelGPClassifier(ClassifierMixin, BaseEstimator):
         self.nu = nu
         self.length_scale = length_scale
         self.alpha = alpha
-        self.periodicity = periodicity
         self.random_state = random_state
         self.n_jobs = n_jobs
 
@@ -83,9 +80,6 @@ class KernelGPClassifier(ClassifierMixin, BaseEstimator):
             "matern": lambda: Matern(nu=self.nu),
             "rational_quadratic": lambda: RationalQuadratic(
                 length_scale=self.length_scale, alpha=self.alpha
-            ),
-            "exp_sine_squared": lambda: ExpSineSquared(
-                length_scale=self.length_scale, periodicity=self.periodicity
             ),
         }
         if self.kernel not in builders:

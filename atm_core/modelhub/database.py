@@ -99,6 +99,7 @@ def ensure_schema(engine: Engine) -> None:
     with engine.connect() as connection:
         if dialect in ("mysql", "mariadb"):
             connection.execute(text("SELECT GET_LOCK('atm_schema_migration', 300)"))
+            connection.commit()  # the lock belongs to the session and outlives this transaction
         try:
             with connection.begin():
                 if dialect == "postgresql":

@@ -1,0 +1,104 @@
+"""Shared fixtures: demo data, fresh ModelHubs on every supported database, settings.
+
+The ModelHub fixtures talk to real servers: SQLite files, MariaDB and PostgreSQL (started by
+``infra/test-services.sh``, which ``make test`` runs first). A server that cannot be reached
+fails the tests that need it; nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from atm_core.modelhub import ModelHub
+from atm_core.settings import Settings, load_settings
+
+DEMO_DATA = Path(__file__).resolve().parent.parent / "atm_core" / "demo_data"
+MYSQL_URL = os.environ.get("ATM_TEST_MYSQL_URL", "mysql+mysqldb://atm_test:atm_test@127.0.0.1:3306")
+POSTGRES_URL = os.environ.get(
+    "ATM_TEST_POSTGRES_URL", "postgresql+psycopg://atm_test:atm_test@127.0.0.1:5432"
+)
+BACKENDS = ("sqlite", "mariadb", "postgresql")
+
+
+@pytest.fixture
+def pollution_path() -> str:
+    """The quickstart dataset: 60 rows, 15 numeric features, binary label ``class``."""
+    return str(DEMO_DATA / "pollution_1.csv")
+
+
+@pytest.fixture
+def iris_path() -> str:
+    """Iris: 150 rows, 4 numeric features, 3 classes in ``class``."""
+    return str(DEMO_DATA / "iris.csv")
+
+
+@contextmanager
+def fresh_database(backend: str, folder: Path) -> Iterator[str]:
+    """A new, empty database on ``backend``; dropped afterwards."""
+    if backend == "sqlite":
+        yield f"sqlite:///{folder / f'atm-{uuid.uuid4().hex[:8]}.db'}"
+        return
+    name = f"atm_test_{uuid.uuid4().hex[:12]}"
+    server = {"mariadb": MYSQL_URL, "postgresql": POSTGRES_URL}[backend]
+    admin_db = "/postgres" if backend == "postgresql" else ""
+    admin = create_engine(server + admin_db, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f"CREATE DATABASE {name}"))
+    except Exception as exc:  # a missing server must fail loudly, never skip
+        admin.dispose()
+        pytest.fail(f"{backend} at {server} is not reachable (run infra/test-services.sh): {exc}")
+    try:
+        yield f"{server}/{name}"
+    finally:
+        with admin.connect() as connection:
+            if backend == "postgresql":
+                connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            else:
+                connection.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+        admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh ModelHub database URL, once per supported dialect."""
+    with fresh_database(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'atm.db'}"
+
+
+def make_settings(database_url: str, folder: Path, **overrides) -> Settings:
+    overrides.setdefault("lease_seconds", 30.0)
+    overrides.setdefault("poll_seconds", 0.2)
+    return load_settings(
+        database_url=database_url, artifact_root=str(folder / "artifacts"), **overrides
+    )
+
+
+@pytest.fixture
+def hub(database_url: str, tmp_path: Path) -> Iterator[ModelHub]:
+    """A ModelHub on every supported database (sqlite, mariadb, postgresql)."""
+    instance = ModelHub(settings=make_settings(database_url, tmp_path))
+    yield instance
+    instance.close()
+
+
+@pytest.fixture
+def sqlite_hub(sqlite_url: str, tmp_path: Path) -> Iterator[ModelHub]:
+    """A ModelHub on a SQLite file, for tests that are not about the database dialect."""
+    instance = ModelHub(settings=make_settings(sqlite_url, tmp_path))
+    yield instance
+    instance.close()
