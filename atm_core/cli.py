@@ -174,7 +174,7 @@ def cmd_leaderboard(args: argparse.Namespace, settings: Settings, console: Conso
     if args.output:
         board.to_csv(args.output, index=False)
         console.print(f"leaderboard written to {args.output}")
-    console.print(leaderboard_table(board, datarun))
+    console.print(leaderboard_table(board, datarun, console.width))
     return 0
 
 
@@ -220,42 +220,6 @@ def cmd_methods(args: argparse.Namespace, settings: Settings, console: Console) 
     return 0
 
 
-def cmd_demo(args: argparse.Namespace, settings: Settings, console: Console) -> int:
-    """Enter a bundled dataset, run a worker to the end, print the leaderboard and predict."""
-    from atm_core.console import ConsoleReporter, leaderboard_table
-    from atm_core.dataruns import DatarunRequest, enter_data
-    from atm_core.worker import Worker
-
-    train_path = str(DEMO_DATA_DIR / DEMO_DATASETS[args.dataset])
-    if args.dataset == "iris":
-        request = DatarunRequest(train_path, methods=_all_methods(), budget=60, metric="f1")
-    else:
-        request = DatarunRequest(train_path, methods=["logreg", "dt", "knn"], budget=100)
-    hub = open_hub(settings)
-    entered = enter_data(hub, request)
-    print_entered(entered, console)
-    datarun_id = entered.dataruns[0].id
-    with ConsoleReporter(hub, console, verbose=args.verbose) as reporter:
-        Worker(hub, datarun_ids=[datarun_id], reporter=reporter).run()
-    datarun = hub.get_datarun(datarun_id)
-    console.print(leaderboard_table(hub.leaderboard(datarun_id, limit=10), datarun))
-    errored = [hp for hp in hub.hyperpartitions(datarun_id) if hp.status.value == "errored"]
-    console.print(f"hyperpartitions errored: {len(errored)}", highlight=False)
-    best = hub.best_classifier(datarun_id)
-    if best is not None:
-        console.print(
-            f"Predict with the best classifier: atm predict --classifier-id {best.id} {train_path}",
-            highlight=False,
-        )
-    return 0
-
-
-def _all_methods() -> list[str]:
-    from atm_core.search.catalogue import builtin_methods
-
-    return list(builtin_methods())
-
-
 # -- parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -297,10 +261,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("methods", cmd_methods, "list the built-in methods")
 
-    demo = command("demo", cmd_demo, "run a demo datarun on a bundled dataset with the CLI worker")
-    demo.add_argument("--dataset", choices=sorted(DEMO_DATASETS), default="pollution")
-    demo.add_argument("--verbose", action="store_true", help="print every classifier")
-
     for plugin in entry_points(group="atm.cli"):
         plugin.load()(commands, command)
     return parser
@@ -316,8 +276,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return args.handler(args, settings, console) or 0
     except ATMError as exc:
+        # One line whatever the terminal width: Rich would otherwise wrap at 80 columns.
+        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         Console(stderr=True).print(
-            f"atm {args.command}: error: {exc}", highlight=False, markup=False
+            f"atm {args.command}: error: {message}", highlight=False, markup=False, soft_wrap=True
         )
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import pandas as pd
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from atm_core.modelhub.claims import Claim
 from atm_core.modelhub.hub import ModelHub, judgment
-from atm_core.modelhub.models import BudgetType, Datarun, Dataset, utcnow
+from atm_core.modelhub.models import BudgetType, Datarun, Dataset
+from atm_core.results import budget_progress
 from atm_core.search.selectors import resolve_selector
 from atm_core.search.tuners import resolve_tuner
 from atm_core.worker import ClassifierResult, Reporter
@@ -24,6 +33,83 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+def new_progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]datarun {task.fields[datarun]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[unit]}"),
+        TextColumn("best {task.fields[best]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def add_progress_task(progress: Progress, datarun: Datarun) -> TaskID:
+    unit = "minutes" if datarun.budget_type == BudgetType.WALLTIME else "classifiers"
+    return progress.add_task("", total=datarun.budget, datarun=datarun.id, unit=unit, best="-")
+
+
+def update_progress(progress: Progress, task: TaskID, hub: ModelHub, datarun_id: int) -> None:
+    """Show the spent budget and the best judgment metric so far."""
+    datarun = hub.get_datarun(datarun_id)
+    best = hub.best_classifier(datarun_id)
+    best_text = "-" if best is None else f"{fmt(judgment(best, datarun.score_target))} (#{best.id})"
+    progress.update(task, completed=budget_progress(hub, datarun_id).done, best=best_text)
+
+
+class DatarunWatcher:
+    """A progress bar for a datarun that runs elsewhere (a flow), read from the ModelHub."""
+
+    def __init__(
+        self,
+        hub: ModelHub,
+        run_key: str | None,
+        console: Console,
+        datarun_id: int | None = None,
+        interval: float = 0.5,
+    ) -> None:
+        self.hub = hub
+        self.run_key = run_key
+        self.datarun_id = datarun_id
+        self.interval = interval
+        self.progress = new_progress(console)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="atm-progress", daemon=True)
+
+    def _watch(self) -> None:
+        task = None
+        datarun_id = self.datarun_id
+        while True:
+            stopping = self._stop.wait(self.interval)
+            try:
+                if task is None:
+                    found = (
+                        [self.hub.get_datarun(datarun_id)]
+                        if datarun_id is not None
+                        else self.hub.dataruns_with_key(self.run_key or "")
+                    )
+                    if found:
+                        datarun_id = found[0].id
+                        task = add_progress_task(self.progress, found[0])
+                if task is not None:
+                    update_progress(self.progress, task, self.hub, datarun_id)
+            except Exception:  # a display must never break the run it shows
+                pass
+            if stopping:
+                return
+
+    def __enter__(self) -> DatarunWatcher:
+        self.progress.start()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.progress.stop()
+
+
 class ConsoleReporter(Reporter):
     """Prints what the original worker printed, above a progress bar per datarun."""
 
@@ -31,16 +117,7 @@ class ConsoleReporter(Reporter):
         self.hub = hub
         self.console = console
         self.verbose = verbose
-        self.progress = Progress(
-            TextColumn("[bold]datarun {task.fields[datarun]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[unit]}"),
-            TextColumn("best {task.fields[best]}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        )
+        self.progress = new_progress(console)
         self._tasks: dict[int, Any] = {}
 
     def __enter__(self) -> ConsoleReporter:
@@ -57,19 +134,8 @@ class ConsoleReporter(Reporter):
 
     def _update(self, datarun_id: int) -> None:
         task = self._tasks.get(datarun_id)
-        if task is None:
-            return
-        datarun = self.hub.get_datarun(datarun_id)
-        best = self.hub.best_classifier(datarun_id)
-        best_text = (
-            "-" if best is None else f"{fmt(judgment(best, datarun.score_target))} (#{best.id})"
-        )
-        if datarun.budget_type == BudgetType.WALLTIME:
-            started = datarun.start_time or utcnow()
-            done = min((utcnow() - started).total_seconds() / 60, datarun.budget)
-        else:
-            done = len(self.hub.classifiers(datarun_id))
-        self.progress.update(task, completed=done, best=best_text)
+        if task is not None:
+            update_progress(self.progress, task, self.hub, datarun_id)
 
     def datarun_started(self, datarun: Datarun, dataset: Dataset) -> None:
         selector = resolve_selector(datarun.selector)
@@ -80,10 +146,7 @@ class ConsoleReporter(Reporter):
             f"Selector: {datarun.selector} ({selector.__module__}.{selector.__name__})",
             f"Tuner: {datarun.tuner} ({tuner.__module__}.{tuner.__name__})",
         )
-        unit = "minutes" if datarun.budget_type == BudgetType.WALLTIME else "classifiers"
-        self._tasks[datarun.id] = self.progress.add_task(
-            "", total=datarun.budget, datarun=datarun.id, unit=unit, best="-"
-        )
+        self._tasks[datarun.id] = add_progress_task(self.progress, datarun)
         self._update(datarun.id)
 
     def classifier_started(self, claim: Claim, method: str, values: dict[str, Any]) -> None:
@@ -138,32 +201,32 @@ class ConsoleReporter(Reporter):
         self._print("No dataruns found. Exiting.")
 
 
-def leaderboard_table(board: pd.DataFrame, datarun: Datarun, title: str | None = None) -> Table:
+def leaderboard_table(
+    board: pd.DataFrame, datarun: Datarun, width: int = 80, title: str | None = None
+) -> Table:
+    """The leaderboard, fitted to ``width`` columns (the hyperpartition text is cut to fit)."""
     table = Table(
         title=title
         or f"Datarun {datarun.id} leaderboard ({datarun.metric}, {datarun.score_target.value})"
     )
-    for column in (
-        "rank",
-        "classifier",
-        "method",
-        "hyperpartition",
-        "judgment",
-        "cv mean ± std",
-        "test",
-    ):
+    for column, minimum in (("rank", 4), ("id", 5), ("method", 6), ("judgment", 8)):
         table.add_column(
-            column, justify="right" if column not in ("method", "hyperpartition") else "left"
+            column, justify="left" if column == "method" else "right", min_width=minimum
         )
+    table.add_column("cv mean ± std", justify="right", min_width=13, no_wrap=True)
+    table.add_column("test", justify="right", min_width=5)
+    table.add_column(
+        "hyperpartition", overflow="ellipsis", no_wrap=True, width=max(12, min(70, width - 63))
+    )
     for row in board.itertuples():
         table.add_row(
             str(row.rank),
             str(row.classifier_id),
             row.method,
-            row.hyperpartition,
             fmt(row.judgment_metric),
             f"{fmt(row.cv_judgment_metric)} ± {fmt(row.cv_judgment_metric_stdev)}",
             fmt(row.test_judgment_metric),
+            row.hyperpartition.removeprefix(row.method),
         )
     return table
 

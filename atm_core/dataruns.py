@@ -6,8 +6,11 @@ data), so a refused request leaves no dataset, datarun or hyperpartition behind.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
 
 from atm_core.data.dataset import DatasetInfo, inspect_dataset
 from atm_core.data.split import split_frames
@@ -54,6 +57,17 @@ class DatarunRequest:
     seed: int = 0
     test_size: float = 0.3
     description: str | None = None
+
+
+@dataclass
+class Ingested:
+    """A validated request whose dataset is registered: everything needed to create dataruns."""
+
+    dataset_id: int
+    info: DatasetInfo
+    options: DatarunOptions  # with the metric resolved for the problem type
+    methods: list[Method]
+    run_per_partition: bool = False
 
 
 @dataclass
@@ -143,19 +157,65 @@ def _check_int(name: str, value: object, minimum: int | None = None) -> None:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
 
 
-def enter_data(hub: ModelHub, request: DatarunRequest) -> EnteredData:
-    """Validate ``request`` and register its dataset and datarun(s) with their hyperpartitions."""
+def check_request(request: DatarunRequest) -> tuple[DatasetInfo, DatarunOptions, list[Method]]:
+    """Validate every option and the data itself; nothing is written."""
     options, methods = validate_options(request)
     info, train, test = inspect_dataset(request.train_path, request.class_column, request.test_path)
     metric = resolve_metric(request.metric, info.k_classes)
     split_frames(train, test, info.class_column, info.schema, options.seed, options.test_size)
-    options = replace(options, metric=metric)
+    return info, replace(options, metric=metric), methods
+
+
+def ingest(hub: ModelHub, request: DatarunRequest) -> Ingested:
+    """Check the request, then register its dataset (idempotent on the data's content)."""
+    info, options, methods = check_request(request)
+    dataset = hub.register_dataset(info)
+    return Ingested(dataset.id, info, options, methods, request.run_per_partition)
+
+
+def create_dataruns(hub: ModelHub, ingested: Ingested, run_key: str | None = None) -> EnteredData:
+    """Enumerate the methods' hyperpartitions and create the datarun(s) for an ingested dataset."""
     partitions: list[HyperpartitionSpec] = []
     counts: dict[str, int] = {}
-    for method in methods:
+    for method in ingested.methods:
         method_partitions = enumerate_hyperpartitions(method)
         counts[method.name] = len(method_partitions)
         partitions.extend(method_partitions)
-    groups = [[p] for p in partitions] if request.run_per_partition else [partitions]
-    dataruns = hub.create_dataruns(info, options, groups)
-    return EnteredData(dataruns[0].dataset_id, info, dataruns, counts, metric, request.metric)
+    groups = [[p] for p in partitions] if ingested.run_per_partition else [partitions]
+    dataruns = hub.create_dataruns(ingested.info, ingested.options, groups, run_key=run_key)
+    return EnteredData(
+        dataruns[0].dataset_id, ingested.info, dataruns, counts, ingested.options.metric, ""
+    )
+
+
+def enter_data(hub: ModelHub, request: DatarunRequest, run_key: str | None = None) -> EnteredData:
+    """Validate ``request`` and register its dataset and datarun(s) with their hyperpartitions."""
+    entered = create_dataruns(hub, ingest(hub, request), run_key=run_key)
+    entered.requested_metric = request.metric
+    return entered
+
+
+def load_plan(path: str | Path) -> list[DatarunRequest]:
+    """Dataruns listed in a YAML file: ``dataruns:`` entries with ``enter_data`` options."""
+    plan_path = Path(path)
+    if not plan_path.is_file():
+        raise ConfigError(f"plan file not found: {plan_path}")
+    try:
+        document = yaml.safe_load(plan_path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{plan_path}: invalid YAML: {exc}") from None
+    entries = document.get("dataruns") if isinstance(document, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{plan_path}: expected a non-empty list under 'dataruns'")
+    allowed = {f.name for f in fields(DatarunRequest)}
+    requests = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "train_path" not in entry:
+            raise ConfigError(f"{plan_path}: dataruns[{index}] needs at least a train_path")
+        unknown = sorted(set(entry) - allowed)
+        if unknown:
+            raise ConfigError(
+                f"{plan_path}: dataruns[{index}].{unknown[0]} is not a datarun option"
+            )
+        requests.append(DatarunRequest(**entry))
+    return requests

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -49,7 +50,9 @@ class Settings(BaseSettings):
         ge=0,
         description="A hyperpartition is marked errored after more errored classifiers than this.",
     )
-    n_jobs: int = Field(1, description="Threads each fit may use (estimators that accept n_jobs).")
+    n_jobs: int | None = Field(
+        None, description="Threads per fit for estimators with n_jobs (unset: their default)."
+    )
     poll_seconds: float = Field(
         2.0, gt=0, description="How often an idle worker re-checks a datarun others are finishing."
     )
@@ -85,9 +88,12 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
             path = Path(config_file)
             if not path.is_file():
                 raise ConfigError(f"config file not found: {path}")
+            _check_yaml(path)
             os.environ["ATM_CONFIG"] = str(path)
-        elif previous and not Path(previous).is_file():
-            raise ConfigError(f"config file not found: {previous} (from ATM_CONFIG)")
+        elif previous:
+            if not Path(previous).is_file():
+                raise ConfigError(f"config file not found: {previous} (from ATM_CONFIG)")
+            _check_yaml(Path(previous))
         try:
             return Settings(**overrides)
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
@@ -98,6 +104,19 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
                 os.environ.pop("ATM_CONFIG", None)
             else:
                 os.environ["ATM_CONFIG"] = previous
+
+
+def _check_yaml(path: Path) -> None:
+    """A config file must be YAML holding a mapping; refuse anything else in one line."""
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(exc).split())}") from None
+    if document is not None and not isinstance(document, dict):
+        raise ConfigError(
+            f"{path}: expected a YAML mapping of settings (key: value), "
+            f"got a {type(document).__name__}"
+        )
 
 
 def _first_error(exc: ValueError) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
 from atm_core.artifacts import ArtifactStoreError, serialize_model
 from atm_core.data.split import TrainTest, load_train_test
@@ -36,6 +36,28 @@ from atm_core.pipeline import build_pipeline
 from atm_core.search.proposal import propose
 
 PROPOSAL_ATTEMPTS = 5
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
+    ArtifactStoreError,
+    OperationalError,
+    InterfaceError,
+    DisconnectionError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def is_infrastructure_error(error: object) -> bool:
+    """A lost database or object store (worth retrying), as opposed to a bad model or input."""
+    return isinstance(error, INFRASTRUCTURE_ERRORS)
+
+
+def record_infrastructure_failure(hub: ModelHub, claim: Claim, error: BaseException) -> bool:
+    """After retries ran out: the classifier is errored (never complete) and its files removed."""
+    recorded = hub.fail_classifier(claim, f"infrastructure failure after retries: {error!r}")
+    hub.store.delete_prefix(
+        hub.store.classifier_prefix(claim.datarun_id, claim.classifier_id, claim.attempt)
+    )
+    return recorded
 
 
 @dataclass
@@ -294,10 +316,7 @@ class Worker:
         try:
             train_classifier(self.hub, claim, self.cache, self.reporter)
         except ArtifactStoreError as exc:
-            self.hub.fail_classifier(claim, f"artifact store failed: {exc}")
-            self.hub.store.delete_prefix(
-                self.hub.store.classifier_prefix(datarun.id, claim.classifier_id, claim.attempt)
-            )
+            record_infrastructure_failure(self.hub, claim, exc)
         except KeyboardInterrupt:
             self.hub.release(claim)
             raise

@@ -167,13 +167,26 @@ class ModelHub:
         info: DatasetInfo,
         options: DatarunOptions,
         groups: list[list[HyperpartitionSpec]],
+        run_key: str | None = None,
     ) -> list[Datarun]:
-        """Register the dataset (if new) and one datarun per group of partitions, atomically."""
+        """Register the dataset (if new) and one datarun per group of partitions, atomically.
+
+        With a ``run_key``, dataruns already created under that key are returned instead, so a
+        retried creator (a Prefect flow run) continues its datarun rather than starting another.
+        """
         if not groups or not all(groups):
             raise ValueError("every datarun needs at least one hyperpartition")
         with self.transaction() as session:
+            if run_key is not None:
+                existing = session.scalars(
+                    select(Datarun).where(Datarun.run_key == run_key).order_by(Datarun.id)
+                ).all()
+                if existing:
+                    return list(existing)
             dataset = self._register_dataset(session, info, None)
-            dataruns = [self._add_datarun(session, dataset.id, options, group) for group in groups]
+            dataruns = [
+                self._add_datarun(session, dataset.id, options, group, run_key) for group in groups
+            ]
             session.flush()
             return dataruns
 
@@ -188,6 +201,7 @@ class ModelHub:
         dataset_id: int,
         options: DatarunOptions,
         partitions: list[HyperpartitionSpec],
+        run_key: str | None = None,
     ) -> Datarun:
         datarun = Datarun(
             dataset_id=dataset_id,
@@ -205,6 +219,7 @@ class ModelHub:
             score_target=ScoreTarget(options.score_target),
             seed=options.seed,
             test_size=options.test_size,
+            run_key=run_key,
             status=DatarunStatus.PENDING,
         )
         session.add(datarun)
@@ -249,6 +264,15 @@ class ModelHub:
     def datasets(self) -> list[Dataset]:
         with self.transaction() as session:
             return list(session.scalars(select(Dataset).order_by(Dataset.id)))
+
+    def dataruns_with_key(self, run_key: str) -> list[Datarun]:
+        """Dataruns created under ``run_key`` (e.g. by one Prefect flow run)."""
+        with self.transaction() as session:
+            return list(
+                session.scalars(
+                    select(Datarun).where(Datarun.run_key == run_key).order_by(Datarun.id)
+                )
+            )
 
     def dataruns_by_priority(self, datarun_ids: list[int] | None = None) -> list[Datarun]:
         """Unfinished dataruns, highest priority first (oldest first among equals)."""

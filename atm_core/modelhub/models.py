@@ -111,6 +111,8 @@ class Datarun(Base):
     score_target: Mapped[ScoreTarget] = mapped_column(_enum(ScoreTarget, "score_target"))
     seed: Mapped[int] = mapped_column(Integer, default=0)
     test_size: Mapped[float] = mapped_column(Float, default=0.3)
+    # Who created the datarun (e.g. a Prefect flow run id): re-running that creator finds it again.
+    run_key: Mapped[str | None] = mapped_column(String(200), index=True)
     # State
     start_time: Mapped[datetime | None] = mapped_column(DateTime)
     end_time: Mapped[datetime | None] = mapped_column(DateTime)

@@ -81,6 +81,7 @@ def upgrade() -> None:
         ),
         sa.Column("seed", sa.Integer(), nullable=False),
         sa.Column("test_size", sa.Float(), nullable=False),
+        sa.Column("run_key", sa.String(length=200), nullable=True),
         sa.Column("start_time", sa.DateTime(), nullable=True),
         sa.Column("end_time", sa.DateTime(), nullable=True),
         sa.Column(
@@ -106,6 +107,7 @@ def upgrade() -> None:
     with op.batch_alter_table("dataruns", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_dataruns_dataset_id"), ["dataset_id"], unique=False)
         batch_op.create_index("ix_dataruns_status_priority", ["status", "priority"], unique=False)
+        batch_op.create_index(batch_op.f("ix_dataruns_run_key"), ["run_key"], unique=False)
 
     op.create_table(
         "hyperpartitions",
@@ -215,6 +217,7 @@ def downgrade() -> None:
 
     op.drop_table("hyperpartitions")
     with op.batch_alter_table("dataruns", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_dataruns_run_key"))
         batch_op.drop_index("ix_dataruns_status_priority")
         batch_op.drop_index(batch_op.f("ix_dataruns_dataset_id"))
 

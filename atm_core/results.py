@@ -1,0 +1,147 @@
+"""A datarun's results: the leaderboard (as parquet beside the models) and a summary."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from atm_core.modelhub.hub import ModelHub, judgment
+from atm_core.modelhub.models import BudgetType, utcnow
+
+
+@dataclass
+class DatarunSummary:
+    """Where a datarun stands and what its best classifier is."""
+
+    datarun_id: int
+    dataset: str
+    status: str
+    metric: str
+    score_target: str
+    classifiers: dict[str, int] = field(default_factory=dict)
+    best_classifier_id: int | None = None
+    best_method: str | None = None
+    best_hyperparameters: dict[str, Any] | None = None
+    best_judgment: float | None = None
+    best_cv: float | None = None
+    best_cv_stdev: float | None = None
+    best_test: float | None = None
+    model_location: str | None = None
+    leaderboard_location: str | None = None
+    completed_now: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_markdown(self) -> str:
+        """The best model in a few lines, for the Prefect UI and the README of a run."""
+        lines = [
+            f"# Datarun {self.datarun_id} on `{self.dataset}`",
+            "",
+            f"Status **{self.status}**; classifiers: "
+            + ", ".join(f"{count} {status}" for status, count in sorted(self.classifiers.items())),
+            "",
+        ]
+        if self.best_classifier_id is None:
+            lines.append("No classifier has completed yet.")
+            return "\n".join(lines)
+        lines += [
+            f"## Best model: classifier {self.best_classifier_id} (`{self.best_method}`)",
+            "",
+            f"| {self.metric} | value |",
+            "|---|---|",
+            f"| judgment ({self.score_target}) | {self.best_judgment:.4f} |",
+            f"| cv mean ± std | {self.best_cv:.4f} ± {self.best_cv_stdev:.4f} |",
+            f"| test | {self.best_test:.4f} |",
+            "",
+            "Hyperparameters:",
+            "",
+            "```json",
+            json.dumps(self.best_hyperparameters, indent=2, sort_keys=True),
+            "```",
+            "",
+            f"Model: `{self.model_location}`",
+            "",
+            f"Load it with `ModelHub(url).load_model({self.best_classifier_id})`.",
+        ]
+        if self.leaderboard_location:
+            lines += ["", f"Leaderboard: `{self.leaderboard_location}`"]
+        return "\n".join(lines)
+
+
+def leaderboard_records(board: pd.DataFrame) -> list[dict[str, Any]]:
+    """Leaderboard rows as plain JSON-friendly records (hyperparameters as a JSON string)."""
+    frame = board.copy()
+    frame["hyperparameters"] = [
+        json.dumps(values, sort_keys=True, default=str) for values in frame["hyperparameters"]
+    ]
+    return json.loads(frame.to_json(orient="records"))
+
+
+def write_leaderboard(hub: ModelHub, datarun_id: int) -> str:
+    """Store the full leaderboard as parquet under the artifact root; returns its location."""
+    board = hub.leaderboard(datarun_id)
+    frame = pd.DataFrame(leaderboard_records(board), columns=list(board.columns))
+    return hub.store.save_frame(f"datarun-{datarun_id}/leaderboard.parquet", frame)
+
+
+def summarize(hub: ModelHub, datarun_id: int) -> DatarunSummary:
+    datarun = hub.get_datarun(datarun_id)
+    dataset = hub.get_dataset(datarun.dataset_id)
+    counts: dict[str, int] = {}
+    for classifier in hub.classifiers(datarun_id):
+        counts[classifier.status.value] = counts.get(classifier.status.value, 0) + 1
+    summary = DatarunSummary(
+        datarun_id=datarun.id,
+        dataset=dataset.name,
+        status=datarun.status.value,
+        metric=datarun.metric,
+        score_target=datarun.score_target.value,
+        classifiers=counts,
+    )
+    best = hub.best_classifier(datarun_id)
+    if best is not None:
+        summary.best_classifier_id = best.id
+        summary.best_method = hub.get_hyperpartition(best.hyperpartition_id).method
+        summary.best_hyperparameters = best.hyperparameters_values
+        summary.best_judgment = judgment(best, datarun.score_target)
+        summary.best_cv = best.cv_judgment_metric
+        summary.best_cv_stdev = best.cv_judgment_metric_stdev
+        summary.best_test = best.test_judgment_metric
+        summary.model_location = best.model_location
+    return summary
+
+
+def finalize(hub: ModelHub, datarun_id: int) -> DatarunSummary:
+    """Complete the datarun if its work is done (exactly once), store the leaderboard, summarize."""
+    completed_now = hub.finish_if_done(datarun_id)
+    location = write_leaderboard(hub, datarun_id)
+    summary = summarize(hub, datarun_id)
+    summary.completed_now = completed_now
+    summary.leaderboard_location = location
+    return summary
+
+
+@dataclass(frozen=True)
+class BudgetProgress:
+    done: float
+    total: float
+    unit: str  # "classifiers" or "minutes"
+
+    @property
+    def percent(self) -> float:
+        return 100.0 if self.total <= 0 else min(100.0, 100.0 * self.done / self.total)
+
+
+def budget_progress(hub: ModelHub, datarun_id: int) -> BudgetProgress:
+    """How much of the datarun's budget is spent (classifiers or walltime minutes)."""
+    datarun = hub.get_datarun(datarun_id)
+    if datarun.budget_type == BudgetType.WALLTIME:
+        started = datarun.start_time or utcnow()
+        end = datarun.end_time or utcnow()
+        minutes = (end - started).total_seconds() / 60
+        return BudgetProgress(min(minutes, datarun.budget), datarun.budget, "minutes")
+    return BudgetProgress(len(hub.classifiers(datarun_id)), datarun.budget, "classifiers")

@@ -1,0 +1,39 @@
+"""Nightly dataruns: every entry of a plan file becomes a fresh datarun (a subflow run)."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from atm_core.dataruns import load_plan
+from flows.datarun import datarun
+
+FLOW_PARAMETERS = set(inspect.signature(datarun.fn).parameters)
+DEFAULT_PLAN = "flows/nightly.yaml"
+
+
+@flow(name="atm")
+def nightly(
+    plan: str = DEFAULT_PLAN,
+    n_parallel: int = 1,
+    database_url: str | None = None,
+    artifact_root: str | None = None,
+) -> list[dict[str, Any]]:
+    """Run each datarun listed in ``plan`` (YAML, ``dataruns:`` entries) one after another."""
+    summaries = []
+    for request in load_plan(plan):
+        options = {k: v for k, v in asdict(request).items() if k in FLOW_PARAMETERS}
+        name = Path(request.train_path).stem
+        summaries.append(
+            datarun.with_options(flow_run_name=f"nightly-{name}")(
+                **options,
+                n_parallel=n_parallel,
+                database_url=database_url,
+                artifact_root=artifact_root,
+            )
+        )
+    return summaries

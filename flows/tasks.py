@@ -1,0 +1,122 @@
+"""The datarun's Prefect tasks: each body is one call into ``atm_core``.
+
+Only infrastructure failures (database, object store, network) are retried, with backoff; a
+model that fails to fit is recorded as ``errored`` by the core and returns normally, so it is
+never retried. A retried ``train`` reuses its claim: same classifier row, same artifact keys.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE as NO_CACHE
+
+from atm_core import results
+from atm_core.dataruns import DatarunRequest, EnteredData, Ingested, create_dataruns, ingest
+from atm_core.modelhub import ModelHub
+from atm_core.modelhub.claims import Claim
+from atm_core.results import DatarunSummary
+from atm_core.settings import Settings
+from atm_core.worker import ClassifierResult, DataCache, Reporter, is_infrastructure_error
+from atm_core.worker import train_classifier as core_train_classifier
+
+RETRY_DELAYS = [2, 10, 30]
+_hubs: dict[str, ModelHub] = {}
+_hubs_lock = threading.Lock()
+_cache = DataCache()
+
+
+def hub_for(settings: Settings) -> ModelHub:
+    """One ModelHub (engine pool, artifact store) per process and settings."""
+    key = settings.model_dump_json()
+    with _hubs_lock:
+        if key not in _hubs:
+            _hubs[key] = ModelHub(settings=settings)
+        return _hubs[key]
+
+
+def retry_infrastructure_only(task_: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: retry a lost database or object store, never a bad input."""
+    try:
+        error = state.result(raise_on_failure=False)
+    except Exception as exc:
+        error = exc
+    return is_infrastructure_error(error)
+
+
+class RunLogReporter(Reporter):
+    """Worker events as Prefect run logs (what ``atm worker`` prints)."""
+
+    def classifier_started(self, claim: Claim, method: str, values: dict[str, Any]) -> None:
+        shown = ", ".join(f"{name}={value}" for name, value in sorted(values.items()))
+        get_run_logger().info("classifier %d: %s(%s)", claim.classifier_id, method, shown)
+
+    def classifier_finished(self, result: ClassifierResult) -> None:
+        logger = get_run_logger()
+        if result.status == "complete":
+            logger.info(
+                "classifier %d: %s %s %.4f +- %.4f, test %.4f%s",
+                result.classifier_id,
+                result.metric,
+                result.score_target,
+                result.cv_mean,
+                result.cv_stdev,
+                result.test,
+                " - new best score!" if result.is_new_best else "",
+            )
+        else:
+            last_line = (result.error or "").strip().splitlines()[-1:] or [result.status]
+            logger.warning(
+                "classifier %d %s: %s", result.classifier_id, result.status, last_line[0]
+            )
+
+
+@task(
+    name="ingest",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_infrastructure_only,
+)
+def ingest_dataset(settings: Settings, request: DatarunRequest) -> Ingested:
+    """Read the data, compute its metadata, register the dataset (same content: same dataset)."""
+    return ingest(hub_for(settings), request)
+
+
+@task(
+    name="enumerate",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_infrastructure_only,
+)
+def enumerate_hyperpartitions(settings: Settings, ingested: Ingested, run_key: str) -> EnteredData:
+    """Create the datarun and its hyperpartitions (found again when the flow run is retried)."""
+    return create_dataruns(hub_for(settings), ingested, run_key=run_key)
+
+
+@task(
+    name="classifier",
+    cache_policy=NO_CACHE,
+    retries=3,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_infrastructure_only,
+    task_run_name="classifier-{claim.classifier_id}",
+)
+def train_classifier(settings: Settings, claim: Claim) -> ClassifierResult:
+    """Train, score and store one reserved classifier."""
+    return core_train_classifier(hub_for(settings), claim, _cache, RunLogReporter())
+
+
+@task(
+    name="finalize",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_infrastructure_only,
+)
+def finalize_datarun(settings: Settings, datarun_id: int) -> DatarunSummary:
+    """Complete the datarun (exactly once across flow runs), store its leaderboard, summarize."""
+    return results.finalize(hub_for(settings), datarun_id)
