@@ -42,10 +42,14 @@ def serialize_model(model: Any) -> bytes:
 class ArtifactStore:
     """Read and write artifacts under one root URL."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, retries: int = 3) -> None:
         self.root = root.rstrip("/")
+        self.attempts = retries + 1
         self.fs, self._base = fsspec.core.url_to_fs(self.root)
         self._local = "file" in _protocols(self.fs)
+        if self._local:
+            # Locations are recorded in the ModelHub: absolute, never relative to a worker's cwd.
+            self.root = self._base.rstrip("/") or "/"
 
     # -- keys -------------------------------------------------------------------------------
     def classifier_prefix(self, datarun_id: int, classifier_id: int, attempt: int) -> str:
@@ -112,7 +116,10 @@ class ArtifactStore:
 
         try:
             retry(
-                write, retry_on=(OSError, TimeoutError, ConnectionError), what=f"writing {location}"
+                write,
+                retry_on=(OSError, TimeoutError, ConnectionError),
+                attempts=self.attempts,
+                what=f"writing {location}",
             )
         except Exception as exc:
             raise ArtifactStoreError(f"cannot write {location}: {exc}") from exc
@@ -124,7 +131,12 @@ class ArtifactStore:
             return fs.cat_file(path)
 
         try:
-            return retry(read, retry_on=(TimeoutError, ConnectionError), what=f"reading {location}")
+            return retry(
+                read,
+                retry_on=(TimeoutError, ConnectionError),
+                attempts=self.attempts,
+                what=f"reading {location}",
+            )
         except FileNotFoundError:
             raise NotFoundError(f"artifact not found: {location}") from None
         except Exception as exc:

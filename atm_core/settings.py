@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     n_jobs: int | None = Field(
         None, description="Threads per fit for estimators with n_jobs (unset: their default)."
     )
+    artifact_retries: int = Field(
+        3, ge=0, description="Retries (with backoff) of a failed object-store read or write."
+    )
     poll_seconds: float = Field(
         2.0, gt=0, description="How often an idle worker re-checks a datarun others are finishing."
     )

@@ -33,6 +33,7 @@ from atm_core.modelhub.models import (
     utcnow,
 )
 from atm_core.pipeline import build_pipeline
+from atm_core.results import write_leaderboard
 from atm_core.search.proposal import propose
 
 PROPOSAL_ATTEMPTS = 5
@@ -325,6 +326,7 @@ class Worker:
 
     def _finish(self, datarun: Datarun) -> None:
         if self.hub.finish_if_done(datarun.id):
+            write_leaderboard(self.hub, datarun.id)
             refreshed = self.hub.get_datarun(datarun.id)
             self.reporter.datarun_ended(refreshed, _end_reason(self.hub, refreshed))
 

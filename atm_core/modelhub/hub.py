@@ -109,7 +109,7 @@ class ModelHub:
         self.engine = create_hub_engine(settings.database_url)
         ensure_schema(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self.store = ArtifactStore(settings.artifact_root)
+        self.store = ArtifactStore(settings.artifact_root, retries=settings.artifact_retries)
         self.host = socket.gethostname()
 
     def __repr__(self) -> str:
