@@ -8,6 +8,12 @@ fails the tests that need it; nothing is skipped silently.
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -102,3 +108,92 @@ def sqlite_hub(sqlite_url: str, tmp_path: Path) -> Iterator[ModelHub]:
     instance = ModelHub(settings=make_settings(sqlite_url, tmp_path))
     yield instance
     instance.close()
+
+
+class MotoS3:
+    """moto's standalone S3 server on a loopback port, driven like a real object store."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def env(self) -> dict[str, str]:
+        """What a client needs (the standard AWS variables only)."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def start(self) -> None:
+        moto = Path(sys.executable).parent / "moto_server"
+        log = (self.folder / f"moto-{self.port}.log").open("ab")
+        self.process = subprocess.Popen(
+            [str(moto), "-H", "127.0.0.1", "-p", str(self.port)], stdout=log, stderr=log
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(self.endpoint, timeout=1)
+                return
+            except urllib.error.HTTPError:
+                return  # it answers: up
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"moto server did not start on {self.endpoint}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def create_bucket(self) -> str:
+        import boto3
+
+        name = f"atm-{uuid.uuid4().hex[:10]}"
+        client = boto3.client("s3", endpoint_url=self.endpoint, **_aws_keys())
+        client.create_bucket(Bucket=name)
+        return name
+
+
+def _aws_keys() -> dict[str, str]:
+    return {
+        "aws_access_key_id": "test",
+        "aws_secret_access_key": "test",
+        "region_name": "us-east-1",
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    """One moto S3 server for the test session, its AWS_* variables set for this process."""
+    server = MotoS3(tmp_path_factory.mktemp("moto"))
+    server.start()
+    patcher = pytest.MonkeyPatch()
+    for key, value in server.env().items():
+        patcher.setenv(key, value)
+    try:
+        yield server
+    finally:
+        patcher.undo()
+        server.stop()
+
+
+@pytest.fixture
+def s3_root(s3_server: MotoS3) -> str:
+    """An artifact root in a fresh bucket of the session's S3 server."""
+    return f"s3://{s3_server.create_bucket()}/artifacts"
