@@ -76,4 +76,20 @@ def _parse(location: str, raw: bytes) -> pd.DataFrame:
     except (pd.errors.ParserError, csv.Error, ValueError) as exc:
         detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise DataError(f"cannot parse {location} as CSV: {detail}") from None
+    return _without_row_index(frame)
+
+
+def _without_row_index(frame: pd.DataFrame) -> pd.DataFrame:
+    """Drop the row index ``DataFrame.to_csv`` writes by default: it numbers rows, no feature.
+
+    pandas names a first column with an empty header ``Unnamed: 0``; when it holds distinct
+    integers it is that index (pollution_1.csv has one), and learning from it would only learn
+    the row order.
+    """
+    first = frame.columns[0] if frame.shape[1] > 1 else None
+    if not (isinstance(first, str) and first.startswith("Unnamed: 0")):
+        return frame
+    column = frame[first]
+    if pd.api.types.is_integer_dtype(column) and column.is_unique:
+        return frame.drop(columns=[first])
     return frame

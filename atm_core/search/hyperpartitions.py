@@ -65,7 +65,7 @@ def _expand(
         value = values[0]
         yield from _expand(
             method,
-            rest + list(method.children(name, value)),
+            _queue(method, rest, name, value, categoricals, constants, tunables),
             categoricals,
             (*constants, (name, value)),
             tunables,
@@ -74,8 +74,28 @@ def _expand(
     for value in values:
         yield from _expand(
             method,
-            rest + list(method.children(name, value)),
+            _queue(method, rest, name, value, categoricals, constants, tunables),
             (*categoricals, (name, value)),
             constants,
             tunables,
         )
+
+
+def _queue(
+    method: Method,
+    rest: list[str],
+    name: str,
+    value: Any,
+    categoricals: tuple[tuple[str, Any], ...],
+    constants: tuple[tuple[str, Any], ...],
+    tunables: tuple[ParamSpec, ...],
+) -> list[str]:
+    """``rest`` plus the children ``name=value`` activates, each parameter set at most once.
+
+    A child may be listed under two parents that are both active (``c`` under ``a=x`` and under
+    ``b=y``); setting it twice would make contradictory partitions (``c=p`` and ``c=q``).
+    """
+    known = {name, *rest, *(n for n, _ in categoricals), *(n for n, _ in constants)}
+    known.update(spec.name for spec in tunables)
+    children = dict.fromkeys(method.children(name, value))
+    return rest + [child for child in children if child not in known]

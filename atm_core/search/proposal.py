@@ -13,13 +13,18 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from baytune.tuning import StopTuning
+import numpy as np
+from baytune.tuning import StopTuning, UniformTuner
+from baytune.tuning.tuners.base import BaseMetaModelTuner
 
 from atm_core.errors import SearchError
 from atm_core.search.hyperpartitions import HyperpartitionSpec
 from atm_core.search.selectors import make_selector
 from atm_core.search.space import TuningSpace
 from atm_core.search.tuners import make_tuner
+
+MODEL_DRAWS = 5  # proposals of the tuner that may hit taken configurations before overruling it
+MAX_DRAWS = 100
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,10 @@ def _tune(partition: Partition, space: TuningSpace, config: SearchConfig) -> dic
         return defaults
     tuner = make_tuner(config.tuner, space.tunable, config.r_minimum)
     scored = _scored(partition.trials)
+    if isinstance(tuner, BaseMetaModelTuner) and len(scored) < tuner.min_trials:
+        # r_minimum counts *scored* trials: baytune counts every trial it knows of (errored and
+        # in-flight ones included below) and would then predict with a meta-model never fitted.
+        tuner = UniformTuner(space.tunable)
     if scored:
         tuner.record([space.encode(t.values) for t in scored], [float(t.score) for t in scored])
     unscored = [t for t in partition.trials if t not in scored]
@@ -117,8 +126,22 @@ def _tune(partition: Partition, space: TuningSpace, config: SearchConfig) -> dic
         # baytune only de-duplicates against recorded trials; errored and in-flight ones count too.
         taken = space.tunable.transform([space.encode(t.values) for t in unscored])
         tuner._trials_set.update(map(tuple, taken))
-    try:
-        raw = tuner.propose(1)
-    except StopTuning:
-        return None
-    return space.decode(raw)
+    # baytune de-duplicates its own (log10) values; an int_exp axis rounds many of them to one
+    # integer, so a model that keeps choosing a region already taken is overruled.
+    tried = {space.key(t.values) for t in partition.trials}
+    for attempt in range(MAX_DRAWS):
+        if attempt == MODEL_DRAWS:
+            untried = space.untried(tried)
+            if untried is not None:
+                return untried[np.random.randint(len(untried))] if untried else None
+            taken_raw = getattr(tuner, "_trials_set", set())
+            tuner = UniformTuner(space.tunable)
+            tuner._trials_set.update(taken_raw)
+        try:
+            raw = tuner.propose(1)
+        except StopTuning:
+            return None
+        values = space.decode(raw)
+        if space.key(values) not in tried:
+            return values
+    return None  # only configurations already taken come out: count the partition as exhausted

@@ -12,14 +12,28 @@ from baytune.selection import (
     BestKVelocity,
     HierarchicalByAlgorithm,
     PureBestKVelocity,
-    RecentKReward,
     RecentKVelocity,
     Uniform,
 )
+from baytune.selection import RecentKReward as _RecentKReward
 from baytune.selection.selector import Selector
 
 from atm_core.errors import SearchError
 from atm_core.search.plugins import is_custom, load_class
+
+
+class RecentKReward(_RecentKReward):
+    """The mean reward of the K most recent scores, older ones counting as zero.
+
+    baytune 0.5.0 keeps the *first* K of the chronological list instead, i.e. the oldest scores,
+    contradicting its own docstring: a partition that started well and then failed kept winning.
+    """
+
+    def compute_rewards(self, scores: Sequence[float]) -> list[float]:
+        scores = list(scores)
+        recent = scores[-self.k :] if self.k > 0 else []
+        return recent + [0.0] * (len(scores) - len(recent))
+
 
 SELECTORS: dict[str, type[Selector]] = {
     "uniform": Uniform,

@@ -1,0 +1,201 @@
+"""The model pipeline: preprocessing that travels with the model, special keys, labels.
+
+A stored model is used later on raw rows (``hub.load_model(id).predict(df)``): gaps, categories
+it never saw and extra columns must not break it, and it must answer in the user's labels.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
+
+from atm_core.data.dataset import FeatureSchema
+from atm_core.estimators import PCAComponents
+from atm_core.pipeline import MAX_CATEGORIES, build_pipeline, estimator_kwargs, preprocessor
+
+LOGREG = "sklearn.linear_model.LogisticRegression"
+
+
+@pytest.fixture
+def mixed() -> tuple[pd.DataFrame, np.ndarray]:
+    """Numbers with gaps, a boolean, a category with gaps; labels 'yes'/'no'."""
+    rng = np.random.default_rng(0)
+    n = 80
+    frame = pd.DataFrame(
+        {
+            "num": rng.normal(size=n),
+            "other": rng.uniform(10, 20, size=n),
+            "flag": rng.choice([True, False], n),
+            "colour": rng.choice(["red", "green", "blue"], n),
+        }
+    )
+    frame.loc[::7, "num"] = np.nan
+    frame.loc[::9, "colour"] = None
+    labels = np.where((frame["colour"] == "red") | (frame["num"] > 0.5), "yes", "no")
+    return frame, labels
+
+
+def test_estimator_kwargs_strip_special_keys_and_rebuild_lists() -> None:
+    values = {
+        "alpha": 0.1,
+        "_scale": True,
+        "_scale_minmax": False,
+        "_pca": True,
+        "_pca_dimensions": 0.5,
+        "_whiten": True,
+        "len(hidden_layer_sizes)": 2,
+        "hidden_layer_sizes[0]": 16,
+        "hidden_layer_sizes[1]": 8,
+        "hidden_layer_sizes[2]": 99,  # left over from a longer list: not used
+    }
+    assert estimator_kwargs(values) == {"alpha": 0.1, "hidden_layer_sizes": (16, 8)}
+
+
+def test_plain_pipeline_passes_values_and_random_state(mixed) -> None:
+    frame, _ = mixed
+    pipeline = build_pipeline(LOGREG, {"C": 0.5}, FeatureSchema.infer(frame), random_state=7)
+    assert [name for name, _ in pipeline.steps] == ["preprocess", "estimator"]
+    estimator = pipeline.named_steps["estimator"]
+    assert isinstance(estimator, LogisticRegression)
+    assert (estimator.C, estimator.random_state) == (0.5, 7)
+    forest = build_pipeline(
+        "sklearn.ensemble.RandomForestClassifier", {}, FeatureSchema.infer(frame), n_jobs=2
+    )
+    assert forest.named_steps["estimator"].n_jobs == 2
+
+
+def test_predict_answers_in_the_original_labels(mixed) -> None:
+    frame, labels = mixed
+    pipeline = build_pipeline(LOGREG, {"C": 10.0}, FeatureSchema.infer(frame), random_state=0)
+    pipeline.fit(frame, labels)
+    predictions = pipeline.predict(frame)
+    assert set(predictions) == {"yes", "no"}
+    assert np.mean(predictions == labels) > 0.8  # it learnt something from the features
+    numeric = pd.Series(labels).map({"no": 3, "yes": 8}).to_numpy()
+    pipeline.fit(frame, numeric)
+    assert set(pipeline.predict(frame)) == {3, 8}
+
+
+def test_missing_numbers_are_imputed_with_the_training_median(mixed) -> None:
+    frame, _ = mixed
+    schema = FeatureSchema.infer(frame)
+    transform = preprocessor(schema).fit(frame)
+    names = list(transform.get_feature_names_out())
+    row = pd.DataFrame(
+        {"num": [np.nan], "other": ["not a number"], "flag": [True], "colour": ["red"]}
+    )
+    out = transform.transform(row)[0]
+    assert out[names.index("num")] == pytest.approx(np.nanmedian(frame["num"]))
+    # a stray word in a numeric column is missing too, not a crash
+    assert out[names.index("other")] == pytest.approx(frame["other"].median())
+    assert out[names.index("flag")] == 1.0
+
+
+def test_categories_one_hot_missing_is_a_category_unseen_is_tolerated(mixed) -> None:
+    frame, labels = mixed
+    schema = FeatureSchema.infer(frame)
+    assert schema.categorical == ("colour",)
+    transform = preprocessor(schema).fit(frame)
+    names = list(transform.get_feature_names_out())
+    colour_columns = [name for name in names if name.startswith("colour_")]
+    assert sorted(colour_columns) == [
+        "colour___missing__",
+        "colour_blue",
+        "colour_green",
+        "colour_red",
+    ]
+    rows = pd.DataFrame(
+        {
+            "num": [0.1, 0.2, 0.3],
+            "other": [12.0, 13.0, 14.0],
+            "flag": [False, True, False],
+            "colour": ["purple", None, "red"],
+        }
+    )
+    out = pd.DataFrame(transform.transform(rows), columns=names)[colour_columns]
+    assert out.iloc[0].sum() == 0  # unseen: no category column lit
+    assert out.iloc[1]["colour___missing__"] == 1
+    assert out.iloc[2]["colour_red"] == 1
+    pipeline = build_pipeline(LOGREG, {}, schema, random_state=0).fit(frame, labels)
+    assert len(pipeline.predict(rows)) == 3
+
+
+def test_many_categories_are_capped() -> None:
+    frame = pd.DataFrame({"word": [f"w{i % 300}" for i in range(900)], "x": range(900)})
+    transform = preprocessor(FeatureSchema.infer(frame)).fit(frame)
+    word_columns = [n for n in transform.get_feature_names_out() if n.startswith("word_")]
+    assert 1 < len(word_columns) <= MAX_CATEGORIES
+
+
+def test_extra_and_reordered_columns_at_predict_time(mixed) -> None:
+    frame, labels = mixed
+    pipeline = build_pipeline(LOGREG, {}, FeatureSchema.infer(frame), random_state=0)
+    pipeline.fit(frame, labels)
+    shuffled = frame[["colour", "flag", "other", "num"]].assign(row_id=range(len(frame)))
+    np.testing.assert_array_equal(pipeline.predict(shuffled), pipeline.predict(frame))
+
+
+def test_scale_key_standardises(mixed) -> None:
+    frame, labels = mixed
+    pipeline = build_pipeline(LOGREG, {"_scale": True}, FeatureSchema.infer(frame))
+    pipeline.fit(frame, labels)
+    assert isinstance(pipeline.named_steps["scale"], StandardScaler)
+    scaled = pipeline[:-1].transform(frame)
+    np.testing.assert_allclose(scaled.mean(axis=0), 0, atol=1e-9)
+    np.testing.assert_allclose(scaled.std(axis=0), 1, atol=1e-9)
+    assert "_scale" not in pipeline.named_steps["estimator"].get_params()
+
+
+def test_scale_minmax_key_maps_into_unit_interval(mixed) -> None:
+    frame, labels = mixed
+    pipeline = build_pipeline(LOGREG, {"_scale_minmax": True}, FeatureSchema.infer(frame))
+    pipeline.fit(frame, labels)
+    assert isinstance(pipeline.named_steps["scale"], MinMaxScaler)
+    scaled = pipeline[:-1].transform(frame)
+    assert scaled.min() == pytest.approx(0.0) and scaled.max() == pytest.approx(1.0)
+    # MultinomialNB behind it needs non-negative input even for new extremes
+    far = frame.head(2).assign(other=[-1e6, 1e6])
+    assert pipeline[:-1].transform(far).min() >= 0.0
+
+
+@pytest.mark.parametrize(
+    ("dimensions", "expected"),
+    [(0.5, 4), (3, 3), (0.01, 1), (100, 7)],
+    ids=["fraction", "count", "at-least-one", "at-most-all"],
+)
+def test_pca_dimensions(mixed, dimensions: float, expected: int) -> None:
+    """Below 1 a fraction of the 7 preprocessed features (round(3.5) = 4), else a count."""
+    frame, labels = mixed
+    schema = FeatureSchema.infer(frame)
+    n_features = len(preprocessor(schema).fit(frame).get_feature_names_out())
+    assert n_features == 7  # num, other, flag, 4 colour columns
+    values = {"_scale": True, "_pca": True, "_pca_dimensions": dimensions}
+    pipeline = build_pipeline(LOGREG, values, schema, random_state=0).fit(frame, labels)
+    assert isinstance(pipeline.named_steps["pca"], PCAComponents)
+    assert pipeline[:-1].transform(frame).shape == (len(frame), expected)
+
+
+def test_whiten_gives_unit_variance_components(mixed) -> None:
+    frame, labels = mixed
+    values = {"_pca": True, "_pca_dimensions": 3, "_whiten": True}
+    pipeline = build_pipeline(LOGREG, values, FeatureSchema.infer(frame), random_state=0)
+    components = pipeline.fit(frame, labels)[:-1].transform(frame)
+    np.testing.assert_allclose(components.std(axis=0, ddof=1), 1.0, atol=1e-6)
+    plain = build_pipeline(LOGREG, {"_pca": True, "_pca_dimensions": 3}, FeatureSchema.infer(frame))
+    unwhitened = plain.fit(frame, labels)[:-1].transform(frame)
+    assert unwhitened.std(axis=0, ddof=1)[0] > 1.5  # "other" spans 10..20: not unit variance
+
+
+def test_fitted_pipeline_survives_pickling(mixed) -> None:
+    frame, labels = mixed
+    values = {"_scale": True, "_pca": True, "_pca_dimensions": 0.5}
+    pipeline = build_pipeline(LOGREG, values, FeatureSchema.infer(frame), random_state=0)
+    pipeline.fit(frame, labels)
+    restored = pickle.loads(pickle.dumps(pipeline))
+    np.testing.assert_array_equal(restored.predict(frame), pipeline.predict(frame))
+    np.testing.assert_allclose(restored.predict_proba(frame), pipeline.predict_proba(frame))
