@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from atm_core.errors import ATMError
+from atm_core.errors import ATMError, DataError
 from atm_core.settings import Settings, load_settings
 
 EXIT_USAGE = 2
@@ -145,7 +145,7 @@ def print_entered(entered, console: Console) -> None:
         f"    Budget: {first.budget} ({first.budget_type.value})",
         f"    Metric: {entered.metric} ({first.score_target.value}{mapped})",
     ]
-    console.print("\n".join(summary), highlight=False)
+    console.print("\n".join(summary), highlight=False, soft_wrap=True)
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings, console: Console) -> int:
@@ -184,6 +184,13 @@ def cmd_predict(args: argparse.Namespace, settings: Settings, console: Console) 
     hub = open_hub(settings)
     model = hub.load_model(args.classifier_id)
     frame = read_table(args.file).frame
+    datarun = hub.get_datarun(hub.get_classifier(args.classifier_id).datarun_id)
+    schema = hub.schema_of(hub.get_dataset(datarun.dataset_id))
+    missing = [column for column in schema.columns if column not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{args.file} lacks feature columns the classifier was trained on: {', '.join(missing)}"
+        )
     predictions = model.predict(frame)
     if args.output:
         import pandas as pd

@@ -130,7 +130,8 @@ class ConsoleReporter(Reporter):
     def _print(self, *lines: str) -> None:
         if self.verbose:
             for line in lines:
-                self.progress.console.print(line, highlight=False, markup=False)
+                # soft_wrap: a long path stays on its line (logs are grepped, not only read)
+                self.progress.console.print(line, highlight=False, markup=False, soft_wrap=True)
 
     def _update(self, datarun_id: int) -> None:
         task = self._tasks.get(datarun_id)

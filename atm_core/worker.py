@@ -9,6 +9,7 @@ retry or record.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import traceback
@@ -37,6 +38,7 @@ from atm_core.results import write_leaderboard
 from atm_core.search.proposal import propose
 
 PROPOSAL_ATTEMPTS = 5
+log = logging.getLogger(__name__)
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
     ArtifactStoreError,
     OperationalError,
@@ -326,7 +328,12 @@ class Worker:
 
     def _finish(self, datarun: Datarun) -> None:
         if self.hub.finish_if_done(datarun.id):
-            write_leaderboard(self.hub, datarun.id)
+            try:
+                write_leaderboard(self.hub, datarun.id)
+            except ArtifactStoreError as exc:  # a report derived from the ModelHub, rewritable
+                log.warning(
+                    "datarun %d is complete but its leaderboard was not stored: %s", datarun.id, exc
+                )
             refreshed = self.hub.get_datarun(datarun.id)
             self.reporter.datarun_ended(refreshed, _end_reason(self.hub, refreshed))
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError as DuplicateRow
 from sqlalchemy.orm import Session, sessionmaker
 
 from atm_core.artifacts import ArtifactStore
@@ -132,8 +133,13 @@ class ModelHub:
 
     def register_dataset(self, info: DatasetInfo, description: str | None = None) -> Dataset:
         """The dataset with this content, registering it if it is new (idempotent)."""
-        with self.transaction() as session:
-            return self._register_dataset(session, info, description)
+        try:
+            with self.transaction() as session:
+                return self._register_dataset(session, info, description)
+        except DuplicateRow:
+            # Another process registered the same content meanwhile (content_hash is unique).
+            with self.transaction() as session:
+                return self._register_dataset(session, info, description)
 
     def _register_dataset(
         self, session: Session, info: DatasetInfo, description: str | None
@@ -169,13 +175,14 @@ class ModelHub:
         groups: list[list[HyperpartitionSpec]],
         run_key: str | None = None,
     ) -> list[Datarun]:
-        """Register the dataset (if new) and one datarun per group of partitions, atomically.
+        """Register the dataset (if new), then one datarun per group of partitions, atomically.
 
         With a ``run_key``, dataruns already created under that key are returned instead, so a
         retried creator (a Prefect flow run) continues its datarun rather than starting another.
         """
         if not groups or not all(groups):
             raise ValueError("every datarun needs at least one hyperpartition")
+        self.register_dataset(info)  # first, on its own: it may race with other registrations
         with self.transaction() as session:
             if run_key is not None:
                 existing = session.scalars(

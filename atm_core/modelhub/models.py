@@ -82,7 +82,7 @@ class Dataset(Base):
     d_features: Mapped[int] = mapped_column(Integer)
     majority: Mapped[float] = mapped_column(Float)
     size_kb: Mapped[int] = mapped_column(Integer)
-    content_hash: Mapped[str] = mapped_column(String(64), index=True)
+    content_hash: Mapped[str] = mapped_column(String(64), index=True, unique=True)
     feature_schema: Mapped[dict[str, Any]] = mapped_column(JSON)
     class_labels: Mapped[list[Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
