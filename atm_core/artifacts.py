@@ -84,6 +84,24 @@ class ArtifactStore:
         except FileNotFoundError:
             pass
 
+    def check(self) -> None:
+        """Raise :class:`ArtifactStoreError` unless a small object can be written and read."""
+        location = self.url(".atm-health")
+        payload = uuid.uuid4().hex.encode()
+        try:
+            path = self._path(location)
+            if self._local:
+                self.fs.makedirs(self._base, exist_ok=True)
+            self.fs.pipe_file(path, payload)
+            if self.fs.cat_file(path) != payload:
+                raise ArtifactStoreError(f"{location} does not read back what was written")
+        except ArtifactStoreError:
+            raise
+        except Exception as exc:
+            raise ArtifactStoreError(
+                f"the artifact store at {self.root} is unavailable: {exc}"
+            ) from exc
+
     # -- reading ----------------------------------------------------------------------------
     def read_model(self, location: str, sha256: str | None) -> bytes:
         """The pickled model's bytes, refused when they differ from the recorded sha256."""

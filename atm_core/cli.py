@@ -153,9 +153,34 @@ def cmd_worker(args: argparse.Namespace, settings: Settings, console: Console) -
     from atm_core.worker import Worker
 
     hub = open_hub(settings)
-    with ConsoleReporter(hub, console, verbose=not args.quiet) as reporter:
-        Worker(hub, datarun_ids=args.dataruns, total_time=args.total_time, reporter=reporter).run()
+    worker = None
+    try:
+        with ConsoleReporter(hub, console, verbose=not args.quiet) as reporter:
+            worker = Worker(
+                hub, datarun_ids=args.dataruns, total_time=args.total_time, reporter=reporter
+            )
+            worker.run()
+    finally:
+        if args.stats and worker is not None:
+            write_stats(worker.results, args.stats)
     return 0
+
+
+def write_stats(results: list, path: str) -> None:
+    """One JSON line per classifier this worker trained: status and seconds per phase."""
+    import json
+
+    with open(path, "a") as handle:
+        for result in results:
+            record = {
+                "classifier_id": result.classifier_id,
+                "datarun_id": result.datarun_id,
+                "method": result.method,
+                "status": result.status,
+                "timings": result.timings,
+                "bookkeeping_seconds": result.bookkeeping_seconds,
+            }
+            handle.write(json.dumps(record) + "\n")
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings, console: Console) -> int:
@@ -248,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--dataruns", nargs="+", type=int, help="only work on these datarun ids")
     worker.add_argument("--total-time", type=float, help="stop this worker after N minutes")
     worker.add_argument("--quiet", action="store_true", help="only show the progress bar")
+    worker.add_argument("--stats", help="append per-classifier timings (JSON lines) to this file")
 
     command("status", cmd_status, "show every datarun and its progress")
 

@@ -201,6 +201,19 @@ class ConsoleReporter(Reporter):
     def no_dataruns(self) -> None:
         self._print("No dataruns found. Exiting.")
 
+    def infrastructure_down(self, error: BaseException, retry_in: float) -> None:
+        first_line = str(error).strip().splitlines()[:1] or [type(error).__name__]
+        self.progress.console.print(
+            f"Waiting for the ModelHub / artifact store ({first_line[0][:200]}); "
+            f"retrying in {retry_in:.0f}s",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+
+    def infrastructure_back(self) -> None:
+        self.progress.console.print("ModelHub and artifact store reachable again; resuming.")
+
 
 def leaderboard_table(
     board: pd.DataFrame, datarun: Datarun, width: int = 80, title: str | None = None

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     artifact_retries: int = Field(
         3, ge=0, description="Retries (with backoff) of a failed object-store read or write."
     )
+    outage_patience_seconds: float = Field(
+        1800.0, gt=0, description="How long a worker waits for a lost database or store."
+    )
     poll_seconds: float = Field(
         2.0, gt=0, description="How often an idle worker re-checks a datarun others are finishing."
     )

@@ -18,18 +18,17 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
-
 from atm_core.artifacts import ArtifactStoreError, serialize_model
 from atm_core.data.split import TrainTest, load_train_test
 from atm_core.evaluation import evaluate, resolve_metric, silence_fit_warnings
 from atm_core.modelhub.claims import Claim, DuplicateProposal, Outcome
-from atm_core.modelhub.hub import ModelHub, judgment
+from atm_core.modelhub.hub import DATABASE_ERRORS, ModelHub, judgment
 from atm_core.modelhub.models import (
     BudgetType,
     ClassifierStatus,
     Datarun,
     Dataset,
+    ErrorKind,
     HyperpartitionStatus,
     utcnow,
 )
@@ -41,9 +40,7 @@ PROPOSAL_ATTEMPTS = 5
 log = logging.getLogger(__name__)
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
     ArtifactStoreError,
-    OperationalError,
-    InterfaceError,
-    DisconnectionError,
+    *DATABASE_ERRORS,
     ConnectionError,
     TimeoutError,
 )
@@ -56,7 +53,9 @@ def is_infrastructure_error(error: object) -> bool:
 
 def record_infrastructure_failure(hub: ModelHub, claim: Claim, error: BaseException) -> bool:
     """After retries ran out: the classifier is errored (never complete) and its files removed."""
-    recorded = hub.fail_classifier(claim, f"infrastructure failure after retries: {error!r}")
+    recorded = hub.fail_classifier(
+        claim, f"infrastructure failure after retries: {error!r}", ErrorKind.INFRASTRUCTURE
+    )
     hub.store.delete_prefix(
         hub.store.classifier_prefix(claim.datarun_id, claim.classifier_id, claim.attempt)
     )
@@ -82,12 +81,32 @@ class ClassifierResult:
     model_location: str | None = None
     metrics_location: str | None = None
     error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
+
+    @property
+    def bookkeeping_seconds(self) -> float:
+        """Time spent on the ModelHub and the artifact store rather than on fitting."""
+        return sum(v for k, v in self.timings.items() if k != "fit")
 
     @property
     def is_new_best(self) -> bool:
         if self.status != "complete" or self.judgment is None:
             return False
         return self.previous_best is None or self.judgment > self.previous_best[1]
+
+
+class Stopwatch:
+    """Lap times of one classifier's phases, kept in a dict the result carries."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> dict[str, float]:
+        now = time.perf_counter()
+        self.laps[name] = self.laps.get(name, 0.0) + now - self._last
+        self._last = now
+        return self.laps
 
 
 class Reporter:
@@ -104,6 +123,10 @@ class Reporter:
     def waiting(self, datarun: Datarun, running: int) -> None: ...
 
     def no_dataruns(self) -> None: ...
+
+    def infrastructure_down(self, error: BaseException, retry_in: float) -> None: ...
+
+    def infrastructure_back(self) -> None: ...
 
 
 class DataCache:
@@ -154,7 +177,7 @@ class Heartbeat:
                 if not self.hub.renew_lease(self.claim):
                     self.lost = True
                     return
-            except OperationalError:
+            except DATABASE_ERRORS:
                 continue  # the database is away: keep trying until the lease runs out
 
     def __enter__(self) -> Heartbeat:
@@ -194,6 +217,7 @@ def train_classifier(
 ) -> ClassifierResult:
     """Train, score and store the claimed classifier. Safe to call again with the same claim."""
     reporter = reporter or Reporter()
+    clock = Stopwatch()
     classifier = hub.get_classifier(claim.classifier_id)
     partition = hub.get_hyperpartition(classifier.hyperpartition_id)
     datarun = hub.get_datarun(claim.datarun_id)
@@ -212,6 +236,7 @@ def train_classifier(
     if classifier.status != ClassifierStatus.RUNNING:
         result.status = classifier.status.value  # a retry of work already recorded
         return result
+    result.timings = clock.lap("load")
     reporter.classifier_started(claim, partition.method, classifier.hyperparameters_values)
     prefix = hub.store.classifier_prefix(datarun.id, classifier.id, claim.attempt)
     with Heartbeat(hub, claim) as heartbeat:
@@ -231,6 +256,7 @@ def train_classifier(
 
             evaluation = evaluate(make_model, data, result.metric, datarun.seed)
             blob = serialize_model(evaluation.model)
+            clock.lap("fit")
         except Exception:
             result.error = traceback.format_exc()
             result.status = "errored" if hub.fail_classifier(claim, result.error) else "lost"
@@ -238,6 +264,7 @@ def train_classifier(
             return result
         stored = hub.store.save_model(f"{prefix}/model.pkl", blob)
         metrics_location = hub.store.save_frame(f"{prefix}/metrics.parquet", evaluation.metrics)
+        clock.lap("store")
         best = hub.best_classifier(datarun.id)
         if best is not None:
             result.previous_best = (
@@ -254,6 +281,7 @@ def train_classifier(
             test_judgment_metric=evaluation.test_judgment_metric,
         )
         completed = not heartbeat.lost and hub.complete_classifier(claim, outcome)
+        clock.lap("record")
     if not completed:
         hub.store.delete_prefix(prefix)  # another worker owns this classifier now
         result.status = "lost"
@@ -283,46 +311,84 @@ class Worker:
     total_time: float | None = None
     reporter: Reporter = field(default_factory=Reporter)
     cache: DataCache = field(default_factory=DataCache)
+    results: list[ClassifierResult] = field(default_factory=list)
     _started: set[int] = field(default_factory=set)
 
     def run(self) -> None:
+        """Work until no datarun has work left (or ``total_time`` is up).
+
+        When the database or the object store goes away the worker waits for it with backoff
+        (up to ``outage_patience_seconds``) instead of failing classifier after classifier.
+        """
         silence_fit_warnings()
         stop_at = utcnow() + timedelta(minutes=self.total_time) if self.total_time else None
         while stop_at is None or utcnow() < stop_at:
-            dataruns = self.hub.dataruns_by_priority(self.datarun_ids)
-            if not dataruns:
-                self.reporter.no_dataruns()
-                return
-            waiting_on = None
-            for datarun in dataruns:
-                state = self.step(datarun)
-                if state == "trained":
-                    break
-                if state == "busy" and waiting_on is None:
-                    waiting_on = datarun
-            else:
-                if waiting_on is None:
-                    self.reporter.no_dataruns()
+            try:
+                if not self._round():
                     return
-                self.reporter.waiting(waiting_on, self.hub.running_count(waiting_on.id))
-                time.sleep(self.hub.settings.poll_seconds)
+            except INFRASTRUCTURE_ERRORS as exc:
+                self._wait_for_infrastructure(exc)
+
+    def _round(self) -> bool:
+        """One classifier of the most urgent datarun with work; False when none has any."""
+        dataruns = self.hub.dataruns_by_priority(self.datarun_ids)
+        if not dataruns:
+            self.reporter.no_dataruns()
+            return False
+        waiting_on = None
+        for datarun in dataruns:
+            state = self.step(datarun)
+            if state == "trained":
+                return True
+            if state == "busy" and waiting_on is None:
+                waiting_on = datarun
+        if waiting_on is None:
+            self.reporter.no_dataruns()
+            return False
+        self.reporter.waiting(waiting_on, self.hub.running_count(waiting_on.id))
+        time.sleep(self.hub.settings.poll_seconds)
+        return True
+
+    def _wait_for_infrastructure(self, error: BaseException) -> None:
+        """Back off (1 s, 2 s, ... 30 s) until the database and the store answer again."""
+        started = time.monotonic()
+        delay = 1.0
+        while True:
+            if time.monotonic() - started > self.hub.settings.outage_patience_seconds:
+                raise error
+            self.reporter.infrastructure_down(error, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+            try:
+                self.hub.ping()
+                self.hub.store.check()
+            except INFRASTRUCTURE_ERRORS as exc:
+                error = exc
+                continue
+            self.reporter.infrastructure_back()
+            return
 
     def step(self, datarun: Datarun) -> str:
         """Train one classifier of ``datarun``: 'trained', 'busy' (others running) or 'done'."""
         if datarun.id not in self._started:
             self._started.add(datarun.id)
             self.reporter.datarun_started(datarun, self.hub.get_dataset(datarun.dataset_id))
+        claimed_at = time.perf_counter()
         claim = next_claim(self.hub, datarun.id)
         if claim is None:
             self._finish(datarun)
             return "busy" if self.hub.running_count(datarun.id) else "done"
+        claim_seconds = time.perf_counter() - claimed_at
         try:
-            train_classifier(self.hub, claim, self.cache, self.reporter)
+            result = train_classifier(self.hub, claim, self.cache, self.reporter)
         except ArtifactStoreError as exc:
             record_infrastructure_failure(self.hub, claim, exc)
+            raise  # the store is down: wait for it before claiming more work
         except KeyboardInterrupt:
             self.hub.release(claim)
             raise
+        result.timings = {"claim": claim_seconds, **result.timings}
+        self.results.append(result)
         self._finish(datarun)
         return "trained"
 

@@ -56,7 +56,7 @@ def run_flow(
     parameters = {
         name: value
         for name, value in vars(request).items()
-        if name not in ("run_per_partition", "test_size")
+        if name != "run_per_partition"  # refused by cmd_run
     }
     hub = open_hub(settings)
     console.print("Starting the atm flow (Prefect embedded mode)...", highlight=False)
@@ -86,10 +86,15 @@ def run_flow(
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
-    if not args.train_path and args.datarun_id is None:
-        from atm_core.errors import ConfigError
+    from atm_core.errors import ConfigError
 
+    if not args.train_path and args.datarun_id is None:
         raise ConfigError("give --train-path (a new datarun) or --datarun-id (an existing one)")
+    if args.run_per_partition:  # the flow searches one datarun: refuse rather than ignore it
+        raise ConfigError(
+            "atm run does not support --run-per-partition; "
+            "use `atm enter_data --run-per-partition` and `atm worker`"
+        )
     run_flow(
         datarun_request(args, train_path=args.train_path or ""),
         settings,

@@ -9,6 +9,7 @@ coordination point, so together they spend exactly the budget.
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -41,7 +42,7 @@ def datarun(
     priority: int = DEFAULTS.priority,
     budget_type: str = DEFAULTS.budget_type,
     budget: int = DEFAULTS.budget,
-    deadline: str | None = None,
+    deadline: str | datetime | None = None,
     metric: str = DEFAULTS.metric,
     score_target: str = DEFAULTS.score_target,
     tuner: str = DEFAULTS.tuner,
@@ -50,6 +51,7 @@ def datarun(
     k_window: int = DEFAULTS.k_window,
     gridding: int = DEFAULTS.gridding,
     seed: int = DEFAULTS.seed,
+    test_size: float = DEFAULTS.test_size,
     description: str | None = None,
     datarun_id: int | None = None,
     n_parallel: int = 1,
@@ -82,6 +84,7 @@ def datarun(
             k_window=k_window,
             gridding=gridding,
             seed=seed,
+            test_size=test_size,
             description=description,
         )
         ingested = ingest_dataset(settings, request)

@@ -10,6 +10,7 @@ from typing import Any
 from prefect import flow
 
 from atm_core.dataruns import load_plan
+from atm_core.errors import ConfigError
 from flows.datarun import datarun
 
 FLOW_PARAMETERS = set(inspect.signature(datarun.fn).parameters)
@@ -24,8 +25,15 @@ def nightly(
     artifact_root: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run each datarun listed in ``plan`` (YAML, ``dataruns:`` entries) one after another."""
+    requests = load_plan(plan)
+    for index, request in enumerate(requests):
+        if request.run_per_partition:  # the flow searches one datarun; never drop it silently
+            raise ConfigError(
+                f"{plan}: dataruns[{index}].run_per_partition is not supported by the flow "
+                "(use `atm enter_data --run-per-partition` with `atm worker`)"
+            )
     summaries = []
-    for request in load_plan(plan):
+    for request in requests:
         options = {k: v for k, v in asdict(request).items() if k in FLOW_PARAMETERS}
         name = Path(request.train_path).stem
         summaries.append(

@@ -7,10 +7,12 @@ to an existing Dask cluster (prefect-dask); without an address a local cluster i
 from __future__ import annotations
 
 import os
-
-from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from typing import TYPE_CHECKING
 
 from atm_core.errors import ConfigError
+
+if TYPE_CHECKING:  # Prefect is imported on use: `atm` imports RUNNERS before Prefect's settings
+    from prefect.task_runners import TaskRunner
 
 RUNNERS = ("threads", "dask")
 
@@ -19,6 +21,8 @@ def make_task_runner(kind: str | None = None, address: str | None = None) -> Tas
     kind = kind or os.environ.get("ATM_TASK_RUNNER", "threads")
     address = address or os.environ.get("ATM_DASK_ADDRESS") or None
     if kind == "threads":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
         return ThreadPoolTaskRunner()
     if kind == "dask":
         try:

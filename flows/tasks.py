@@ -12,6 +12,8 @@ from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE as NO_CACHE
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_logger
 
 from atm_core import results
 from atm_core.dataruns import DatarunRequest, EnteredData, Ingested, create_dataruns, ingest
@@ -37,6 +39,12 @@ def hub_for(settings: Settings) -> ModelHub:
         return _hubs[key]
 
 
+def data_cache() -> DataCache:
+    """This process's data cache. Task bodies look it up by name: a task shipped to a Dask
+    worker is pickled by value with the globals it uses, and a DataCache holds a lock."""
+    return _cache
+
+
 def retry_infrastructure_only(task_: Any, task_run: Any, state: Any) -> bool:
     """Prefect retry condition: retry a lost database or object store, never a bad input."""
     try:
@@ -46,15 +54,23 @@ def retry_infrastructure_only(task_: Any, task_run: Any, state: Any) -> bool:
     return is_infrastructure_error(error)
 
 
+def run_logger() -> Any:
+    """The task run's logger; a plain logger when a task body runs outside Prefect (``.fn``)."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return get_logger("atm.flows")
+
+
 class RunLogReporter(Reporter):
     """Worker events as Prefect run logs (what ``atm worker`` prints)."""
 
     def classifier_started(self, claim: Claim, method: str, values: dict[str, Any]) -> None:
         shown = ", ".join(f"{name}={value}" for name, value in sorted(values.items()))
-        get_run_logger().info("classifier %d: %s(%s)", claim.classifier_id, method, shown)
+        run_logger().info("classifier %d: %s(%s)", claim.classifier_id, method, shown)
 
     def classifier_finished(self, result: ClassifierResult) -> None:
-        logger = get_run_logger()
+        logger = run_logger()
         if result.status == "complete":
             logger.info(
                 "classifier %d: %s %s %.4f +- %.4f, test %.4f%s",
@@ -107,7 +123,7 @@ def enumerate_hyperpartitions(settings: Settings, ingested: Ingested, run_key: s
 )
 def train_classifier(settings: Settings, claim: Claim) -> ClassifierResult:
     """Train, score and store one reserved classifier."""
-    return core_train_classifier(hub_for(settings), claim, _cache, RunLogReporter())
+    return core_train_classifier(hub_for(settings), claim, data_cache(), RunLogReporter())
 
 
 @task(

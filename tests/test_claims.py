@@ -18,6 +18,7 @@ from atm_core.modelhub.models import (
     ClassifierStatus,
     Datarun,
     DatarunStatus,
+    ErrorKind,
     Hyperpartition,
     HyperpartitionStatus,
     utcnow,
@@ -155,12 +156,41 @@ def test_complete_records_the_outcome_once(hub: ModelHub, pollution_path: str) -
     assert row.model_location == "file:///m.pkl" and row.metrics_location == "file:///m.parquet"
     assert row.model_sha256 == "0" * 64
     assert row.lease_expires_at is None and row.end_time is not None
-    # Nothing can touch a finished classifier any more.
-    assert not hub.complete_classifier(claim, outcome(0.1))
+    # Completing again (a retry whose first acknowledgement was lost) reports the recorded
+    # success and changes nothing; nothing else can touch a finished classifier any more.
+    assert hub.complete_classifier(claim, outcome(0.1))
     assert not hub.renew_lease(claim)
     assert not hub.fail_classifier(claim, "late error")
     assert not hub.release(claim)
     assert hub.get_classifier(claim.classifier_id).cv_judgment_metric == 0.8
+
+
+def test_recording_an_error_twice_is_one_error(hub: ModelHub, pollution_path: str) -> None:
+    """A retried ``fail`` (lost acknowledgement) is recognised, not refused or doubled."""
+    datarun_id, (partition, _) = new_datarun(hub, pollution_path)
+    claim = hub.reserve(datarun_id, partition, {"max_depth": 3})
+    assert hub.fail_classifier(claim, "first")
+    assert hub.fail_classifier(claim, "second")
+    row = hub.get_classifier(claim.classifier_id)
+    assert row.status == ClassifierStatus.ERRORED and row.error_message == "first"
+    assert not hub.complete_classifier(claim, outcome(0.5))
+
+
+def test_infrastructure_errors_do_not_count_against_the_partition(
+    hub: ModelHub, pollution_path: str
+) -> None:
+    """An object-store outage errors classifiers, but says nothing about their partition."""
+    datarun_id, (partition, _) = new_datarun(hub, pollution_path, budget=20)
+    for depth in range(2, 8):
+        claim = hub.reserve(datarun_id, partition, {"max_depth": depth})
+        assert hub.fail_classifier(claim, "store down", ErrorKind.INFRASTRUCTURE)
+    assert hub.get_hyperpartition(partition).status == HyperpartitionStatus.INCOMPLETE
+    kinds = {c.error_kind for c in hub.classifiers(datarun_id)}
+    assert kinds == {ErrorKind.INFRASTRUCTURE}
+    for depth in range(8, 12):
+        claim = hub.reserve(datarun_id, partition, {"max_depth": depth})
+        assert hub.fail_classifier(claim, "ValueError: bad depth")
+    assert hub.get_hyperpartition(partition).status == HyperpartitionStatus.ERRORED
 
 
 def test_a_wrong_token_changes_nothing(hub: ModelHub, pollution_path: str) -> None:

@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import update
 
 from atm_core import cli
+from atm_core.artifacts import ArtifactStoreError
 from atm_core.dataruns import DatarunRequest, enter_data
 from atm_core.modelhub import ModelHub
 from atm_core.modelhub.hub import hyperpartition_spec
@@ -27,6 +28,7 @@ from atm_core.modelhub.models import (
     ClassifierStatus,
     Datarun,
     DatarunStatus,
+    ErrorKind,
     HyperpartitionStatus,
     utcnow,
 )
@@ -276,18 +278,24 @@ def test_values_the_estimator_rejects_are_errors_too(
 def test_artifact_store_failure_is_an_error_not_a_success(
     sqlite_url: str, pollution_path: str, tmp_path: Path
 ) -> None:
-    """A model that cannot be stored must not be recorded `complete` (original defect 5)."""
+    """A model that cannot be stored must not be recorded `complete` (original defect 5).
+
+    The store stays broken, so the worker waits for it (with backoff) and gives up after its
+    outage patience with the store's error; the classifier is an infrastructure error.
+    """
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the artifact folder should be")
-    hub = ModelHub(settings=make_settings(sqlite_url, blocker, artifact_retries=0))
+    settings = make_settings(sqlite_url, blocker, artifact_retries=0, outage_patience_seconds=0.5)
+    hub = ModelHub(settings=settings)
     try:
         datarun_id = enter(hub, pollution_path, methods=["gnb"], budget=1)
-        Worker(hub).run()
+        with pytest.raises(ArtifactStoreError):
+            Worker(hub).run()
         [classifier] = hub.classifiers(datarun_id)
         assert classifier.status == ClassifierStatus.ERRORED
+        assert classifier.error_kind == ErrorKind.INFRASTRUCTURE
         assert "cannot write" in classifier.error_message
         assert classifier.model_location is None
-        assert hub.get_datarun(datarun_id).status == DatarunStatus.COMPLETE
     finally:
         hub.close()
 

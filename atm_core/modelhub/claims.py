@@ -31,6 +31,7 @@ from atm_core.modelhub.models import (
     ClassifierStatus,
     Datarun,
     DatarunStatus,
+    ErrorKind,
     Hyperpartition,
     HyperpartitionStatus,
     utcnow,
@@ -191,6 +192,7 @@ def reclaim_expired(
             session,
             classifier,
             f"worker lost: lease expired (last host {classifier.host}); not re-run: {reason}",
+            ErrorKind.WORKER_LOST,
             max_hyperpartition_errors,
         )
         return reclaim_expired(
@@ -252,10 +254,30 @@ def complete(session: Session, claim: Claim, outcome: Outcome) -> bool:
         )
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return result.rowcount == 1 or _already(session, claim, ClassifierStatus.COMPLETE)
 
 
-def fail(session: Session, claim: Claim, message: str, max_hyperpartition_errors: int) -> bool:
+def _already(session: Session, claim: Claim, status: ClassifierStatus) -> bool:
+    """Whether this claim already recorded ``status``: a retry after a lost acknowledgement."""
+    return (
+        session.scalar(
+            select(Classifier.id).where(
+                Classifier.id == claim.classifier_id,
+                Classifier.claim_token == claim.token,
+                Classifier.status == status,
+            )
+        )
+        is not None
+    )
+
+
+def fail(
+    session: Session,
+    claim: Claim,
+    message: str,
+    max_hyperpartition_errors: int,
+    kind: ErrorKind = ErrorKind.MODEL,
+) -> bool:
     """Record a classifier that could not be trained; False when the claim was lost meanwhile."""
     classifier = session.scalars(
         select(Classifier).where(
@@ -265,23 +287,31 @@ def fail(session: Session, claim: Claim, message: str, max_hyperpartition_errors
         )
     ).first()
     if classifier is None:
-        return False
-    _set_errored(session, classifier, message, max_hyperpartition_errors)
+        return _already(session, claim, ClassifierStatus.ERRORED)
+    _set_errored(session, classifier, message, kind, max_hyperpartition_errors)
     return True
 
 
 def _set_errored(
-    session: Session, classifier: Classifier, message: str, max_hyperpartition_errors: int
+    session: Session,
+    classifier: Classifier,
+    message: str,
+    kind: ErrorKind,
+    max_hyperpartition_errors: int,
 ) -> None:
     classifier.status = ClassifierStatus.ERRORED
     classifier.error_message = message
+    classifier.error_kind = kind
     classifier.end_time = utcnow()
     classifier.lease_expires_at = None
     session.flush()
+    if kind == ErrorKind.INFRASTRUCTURE:
+        return  # an outage says nothing about the hyperpartition
     errors = session.scalar(
         select(func.count(Classifier.id)).where(
             Classifier.hyperpartition_id == classifier.hyperpartition_id,
             Classifier.status == ClassifierStatus.ERRORED,
+            Classifier.error_kind != ErrorKind.INFRASTRUCTURE,
         )
     )
     if (errors or 0) > max_hyperpartition_errors:

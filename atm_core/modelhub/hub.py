@@ -9,13 +9,14 @@ from __future__ import annotations
 import math
 import pickle
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import IntegrityError as DuplicateRow
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,14 +33,19 @@ from atm_core.modelhub.models import (
     Datarun,
     DatarunStatus,
     Dataset,
+    ErrorKind,
     Hyperpartition,
     HyperpartitionStatus,
     ScoreTarget,
 )
+from atm_core.retry import retry
 from atm_core.search.catalogue import ParamSpec
 from atm_core.search.hyperpartitions import HyperpartitionSpec
 from atm_core.search.proposal import Partition, SearchConfig, Trial
 from atm_core.settings import Settings, load_settings
+
+T = TypeVar("T")
+DATABASE_ERRORS = (OperationalError, InterfaceError, DisconnectionError)
 
 
 @dataclass(frozen=True)
@@ -423,6 +429,25 @@ class ModelHub:
         return FeatureSchema.from_json(dataset.feature_schema)
 
     # -- claims (see claims.py) -------------------------------------------------------------
+    def _write(self, operation: Callable[[Session], T], what: str) -> T:
+        """Run a claim operation in its own transaction, retried while the database is away.
+
+        Every operation is safe to repeat: token-guarded updates recognise their own earlier
+        success (a commit whose acknowledgement was lost), and pool pre-ping replaces the
+        connections a restarted server dropped.
+        """
+
+        def attempt() -> T:
+            with self.transaction() as session:
+                return operation(session)
+
+        return retry(attempt, retry_on=DATABASE_ERRORS, attempts=4, first_delay=0.5, what=what)
+
+    def ping(self) -> None:
+        """Raise unless the database answers."""
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
     def has_budget(self, datarun_id: int) -> bool:
         with self.transaction() as session:
             datarun = session.get(Datarun, datarun_id)
@@ -435,51 +460,64 @@ class ModelHub:
     def reserve(
         self, datarun_id: int, hyperpartition_id: int, values: dict[str, Any]
     ) -> Claim | None:
-        with self.transaction() as session:
-            return claims.reserve(
+        return self._write(
+            lambda session: claims.reserve(
                 session,
                 datarun_id,
                 hyperpartition_id,
                 values,
                 self.host,
                 self.settings.lease_seconds,
-            )
+            ),
+            "reserving a classifier",
+        )
 
     def reclaim_expired(self, datarun_id: int) -> Claim | None:
-        with self.transaction() as session:
-            return claims.reclaim_expired(
+        return self._write(
+            lambda session: claims.reclaim_expired(
                 session,
                 datarun_id,
                 self.host,
                 self.settings.lease_seconds,
                 self.settings.max_attempts,
                 self.settings.max_hyperpartition_errors,
-            )
+            ),
+            "reclaiming expired classifiers",
+        )
 
     def renew_lease(self, claim: Claim) -> bool:
         with self.transaction() as session:
             return claims.renew_lease(session, claim, self.settings.lease_seconds)
 
     def complete_classifier(self, claim: Claim, outcome: Outcome) -> bool:
-        with self.transaction() as session:
-            return claims.complete(session, claim, outcome)
+        return self._write(
+            lambda session: claims.complete(session, claim, outcome), "recording a classifier"
+        )
 
-    def fail_classifier(self, claim: Claim, message: str) -> bool:
-        with self.transaction() as session:
-            return claims.fail(session, claim, message, self.settings.max_hyperpartition_errors)
+    def fail_classifier(
+        self, claim: Claim, message: str, kind: ErrorKind = ErrorKind.MODEL
+    ) -> bool:
+        return self._write(
+            lambda session: claims.fail(
+                session, claim, message, self.settings.max_hyperpartition_errors, kind
+            ),
+            "recording an error",
+        )
 
     def release(self, claim: Claim) -> bool:
-        with self.transaction() as session:
-            return claims.release(session, claim)
+        return self._write(lambda session: claims.release(session, claim), "releasing a claim")
 
     def mark_exhausted(self, hyperpartition_ids: list[int]) -> None:
-        with self.transaction() as session:
-            claims.mark_exhausted(session, hyperpartition_ids)
+        self._write(
+            lambda session: claims.mark_exhausted(session, hyperpartition_ids),
+            "marking exhausted hyperpartitions",
+        )
 
     def running_count(self, datarun_id: int) -> int:
         with self.transaction() as session:
             return claims.running_count(session, datarun_id)
 
     def finish_if_done(self, datarun_id: int) -> bool:
-        with self.transaction() as session:
-            return claims.finish_if_done(session, datarun_id)
+        return self._write(
+            lambda session: claims.finish_if_done(session, datarun_id), "completing a datarun"
+        )

@@ -17,6 +17,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # MySQL's TEXT stops at 64 KB; tracebacks and wide JSON specs can be longer.
 LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+# MySQL's DATETIME drops fractions of a second unless asked; leases need them.
+Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
 def utcnow() -> datetime:
@@ -45,6 +47,14 @@ class HyperpartitionStatus(enum.StrEnum):
 class BudgetType(enum.StrEnum):
     CLASSIFIER = "classifier"
     WALLTIME = "walltime"
+
+
+class ErrorKind(enum.StrEnum):
+    """Why a classifier errored; only a model's own failures count against its partition."""
+
+    MODEL = "model"  # the fit, scoring or pickling raised
+    WORKER_LOST = "worker_lost"  # its worker died too often (the configuration may kill it)
+    INFRASTRUCTURE = "infrastructure"  # database or object store down after retries
 
 
 class ScoreTarget(enum.StrEnum):
@@ -85,7 +95,7 @@ class Dataset(Base):
     content_hash: Mapped[str] = mapped_column(String(64), index=True, unique=True)
     feature_schema: Mapped[dict[str, Any]] = mapped_column(JSON)
     class_labels: Mapped[list[Any]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
     dataruns: Mapped[list[Datarun]] = relationship(back_populates="dataset")
 
@@ -106,7 +116,7 @@ class Datarun(Base):
     priority: Mapped[int] = mapped_column(Integer, default=1)
     budget_type: Mapped[BudgetType] = mapped_column(_enum(BudgetType, "budget_type"))
     budget: Mapped[int] = mapped_column(Integer)
-    deadline: Mapped[datetime | None] = mapped_column(DateTime)
+    deadline: Mapped[datetime | None] = mapped_column(Timestamp)
     metric: Mapped[str] = mapped_column(String(30))
     score_target: Mapped[ScoreTarget] = mapped_column(_enum(ScoreTarget, "score_target"))
     seed: Mapped[int] = mapped_column(Integer, default=0)
@@ -114,12 +124,12 @@ class Datarun(Base):
     # Who created the datarun (e.g. a Prefect flow run id): re-running that creator finds it again.
     run_key: Mapped[str | None] = mapped_column(String(200), index=True)
     # State
-    start_time: Mapped[datetime | None] = mapped_column(DateTime)
-    end_time: Mapped[datetime | None] = mapped_column(DateTime)
+    start_time: Mapped[datetime | None] = mapped_column(Timestamp)
+    end_time: Mapped[datetime | None] = mapped_column(Timestamp)
     status: Mapped[DatarunStatus] = mapped_column(
         _enum(DatarunStatus, "datarun_status"), default=DatarunStatus.PENDING
     )
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
     dataset: Mapped[Dataset] = relationship(back_populates="dataruns")
     hyperpartitions: Mapped[list[Hyperpartition]] = relationship(
@@ -162,15 +172,16 @@ class Classifier(Base):
     test_judgment_metric: Mapped[float | None] = mapped_column(Float)
     hyperparameters_values: Mapped[dict[str, Any]] = mapped_column(JSON)
     config_key: Mapped[str] = mapped_column(String(64))
-    start_time: Mapped[datetime | None] = mapped_column(DateTime)
-    end_time: Mapped[datetime | None] = mapped_column(DateTime)
+    start_time: Mapped[datetime | None] = mapped_column(Timestamp)
+    end_time: Mapped[datetime | None] = mapped_column(Timestamp)
     status: Mapped[ClassifierStatus] = mapped_column(
         _enum(ClassifierStatus, "classifier_status"), default=ClassifierStatus.RUNNING
     )
     error_message: Mapped[str | None] = mapped_column(LongText)
+    error_kind: Mapped[ErrorKind | None] = mapped_column(_enum(ErrorKind, "error_kind"))
     # Lease: the worker holding ``claim_token`` renews ``lease_expires_at`` while it trains.
     claim_token: Mapped[str | None] = mapped_column(String(36))
-    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
     attempts: Mapped[int] = mapped_column(Integer, default=1)
 
     __table_args__ = (

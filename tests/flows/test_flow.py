@@ -1,0 +1,163 @@
+"""The ``atm`` flow on Prefect's test server: results, UI artifacts, idempotent retries of a
+flow run, bad input, several flow runs on one datarun, and the nightly plan."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from atm_core.dataruns import DatarunRequest, enter_data
+from atm_core.errors import ATMError
+from atm_core.modelhub.models import ClassifierStatus, DatarunStatus
+from atm_core.worker import DataCache, next_claim, train_classifier
+from flows.datarun import datarun
+from flows.nightly import nightly
+from tests.flows.conftest import locations, read_artifacts, task_runs
+
+
+def test_datarun_returns_the_best_model_and_shows_it_in_the_ui(sqlite_hub, pollution_path):
+    state = datarun(
+        train_path=pollution_path,
+        methods=["logreg", "dt"],
+        budget=4,
+        n_parallel=2,
+        return_state=True,
+        **locations(sqlite_hub),
+    )
+    assert state.is_completed()
+    summary = state.result()
+    datarun_id = summary["datarun_id"]
+    best = sqlite_hub.best_classifier(datarun_id)
+    assert summary["status"] == "complete" and summary["completed_now"] is True
+    assert sum(summary["classifiers"].values()) == 4 == len(sqlite_hub.classifiers(datarun_id))
+    assert summary["best_classifier_id"] == best.id
+    assert summary["best_method"] in ("logreg", "dt")
+    assert summary["best_cv"] == best.cv_judgment_metric
+    assert summary["best_test"] == best.test_judgment_metric
+    assert summary["model_location"] == best.model_location
+    assert Path(summary["model_location"]).is_file()
+    frame = pd.read_csv(pollution_path)
+    assert len(sqlite_hub.load_model(best.id).predict(frame.drop(columns=["class"]))) == 60
+
+    flow_run_id = state.state_details.flow_run_id
+    board = read_artifacts(f"atm-datarun-{datarun_id}-leaderboard", flow_run_id)
+    assert [a.type for a in board] == ["table"]
+    rows = json.loads(board[-1].data)
+    assert rows[0]["classifier_id"] == best.id and rows[0]["rank"] == 1
+    assert len(rows) == summary["classifiers"].get("complete")
+    best_model = read_artifacts(f"atm-datarun-{datarun_id}-best-model", flow_run_id)
+    assert best_model[-1].type == "markdown"
+    assert f"classifier {best.id}" in best_model[-1].data
+    progress = read_artifacts(f"atm-datarun-{datarun_id}-progress", flow_run_id)
+    assert progress[-1].type == "progress" and progress[-1].data == 100.0
+    classifier_runs = [name for name in task_runs(flow_run_id) if name.startswith("classifier")]
+    expected = [f"classifier-{c.id}" for c in sqlite_hub.classifiers(datarun_id)]
+    assert sorted(classifier_runs) == sorted(expected)
+
+
+def test_a_retried_flow_run_continues_its_datarun(sqlite_hub, pollution_path):
+    """A flow run that died after one classifier is rerun with its run key: same datarun,
+    the rest of the budget, no second dataset or datarun."""
+    request = DatarunRequest(pollution_path, methods=["dt"], budget=3)
+    entered = enter_data(sqlite_hub, request, run_key="nightly-2030-01-01")
+    datarun_id = entered.dataruns[0].id
+    train_classifier(sqlite_hub, next_claim(sqlite_hub, datarun_id), DataCache())
+
+    summary = datarun(
+        train_path=pollution_path,
+        methods=["dt"],
+        budget=3,
+        run_key="nightly-2030-01-01",
+        **locations(sqlite_hub),
+    )
+    assert summary["datarun_id"] == datarun_id
+    again = datarun(
+        train_path=pollution_path,
+        methods=["dt"],
+        budget=3,
+        run_key="nightly-2030-01-01",
+        **locations(sqlite_hub),
+    )
+    assert again["datarun_id"] == datarun_id and again["completed_now"] is False
+    assert [d.id for d in sqlite_hub.dataruns()] == [datarun_id]
+    assert len(sqlite_hub.datasets()) == 1
+    assert len(sqlite_hub.classifiers(datarun_id)) == 3
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"train_path": "no/such/file.csv"}, "no/such/file.csv"),
+        ({"methods": ["dt", "nope"]}, "nope"),
+    ],
+    ids=["missing-file", "unknown-method"],
+)
+def test_bad_input_fails_the_flow_and_writes_nothing(sqlite_hub, pollution_path, change, message):
+    parameters = {"train_path": pollution_path, "methods": ["dt"], "budget": 2, **change}
+    state = datarun(**parameters, return_state=True, **locations(sqlite_hub))
+    assert state.is_failed()
+    with pytest.raises(ATMError, match=message):
+        state.result()
+    assert sqlite_hub.datasets() == [] and sqlite_hub.dataruns() == []
+    runs = task_runs(state.state_details.flow_run_id)
+    ingest = [run for name, (run, _) in runs.items() if name.startswith("ingest")]
+    assert [run.run_count for run in ingest] == [1], "bad input must not be retried"
+    assert not any(name.startswith("classifier") for name in runs)
+
+
+def test_two_flow_runs_on_one_datarun_spend_exactly_the_budget(sqlite_hub, pollution_path):
+    entered = enter_data(sqlite_hub, DatarunRequest(pollution_path, methods=["dt"], budget=8))
+    datarun_id = entered.dataruns[0].id
+
+    def run() -> dict:
+        return datarun(datarun_id=datarun_id, n_parallel=2, **locations(sqlite_hub))
+
+    with ThreadPoolExecutor(2) as pool:
+        summaries = [future.result() for future in [pool.submit(run), pool.submit(run)]]
+
+    classifiers = sqlite_hub.classifiers(datarun_id)
+    assert len(classifiers) == 8
+    assert {c.status for c in classifiers} <= {ClassifierStatus.COMPLETE, ClassifierStatus.ERRORED}
+    assert sum(c.status == ClassifierStatus.COMPLETE for c in classifiers) >= 1
+    assert sqlite_hub.running_count(datarun_id) == 0
+    assert sqlite_hub.get_datarun(datarun_id).status == DatarunStatus.COMPLETE
+    assert sorted(s["completed_now"] for s in summaries) == [False, True]
+    assert {s["datarun_id"] for s in summaries} == {datarun_id}
+
+
+def test_nightly_runs_every_entry_of_its_plan(sqlite_hub, pollution_path, iris_path, tmp_path):
+    """Plan entries take the enter_data options, YAML-typed (an unquoted deadline is a datetime)."""
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        f"dataruns:\n"
+        f"  - train_path: {pollution_path}\n"
+        f"    methods: [dt]\n"
+        f"    budget: 2\n"
+        f"    test_size: 0.25\n"
+        f"  - train_path: {iris_path}\n"
+        f"    methods: [dt, knn]\n"
+        f"    metric: f1_macro\n"
+        f"    budget: 3\n"
+        f"    deadline: 2099-01-01 00:00:00\n"
+    )
+    summaries = nightly(plan=str(plan), **locations(sqlite_hub))
+    assert [s["dataset"] for s in summaries] == ["pollution_1", "iris"]
+    assert [s["metric"] for s in summaries] == ["f1", "f1_macro"]
+    dataruns = sqlite_hub.dataruns()
+    assert [d.status for d in dataruns] == [DatarunStatus.COMPLETE] * 2
+    assert [len(sqlite_hub.classifiers(d.id)) for d in dataruns] == [2, 3]
+    assert [d.test_size for d in dataruns] == [0.25, 0.3]
+    assert [d.deadline for d in dataruns] == [None, datetime(2099, 1, 1)]
+
+
+def test_nightly_refuses_an_option_the_flow_cannot_honour(sqlite_hub, pollution_path, tmp_path):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"dataruns:\n  - train_path: {pollution_path}\n    run_per_partition: true\n")
+    with pytest.raises(ATMError, match=r"dataruns\[0\]\.run_per_partition is not supported"):
+        nightly(plan=str(plan), **locations(sqlite_hub))
+    assert sqlite_hub.dataruns() == []
