@@ -77,12 +77,25 @@ class ArtifactStore:
         return location
 
     def delete_prefix(self, key: str) -> None:
+        """Remove everything under ``key`` (a classifier attempt's files); absent is fine."""
         path = self._path(self.url(key))
-        try:
+
+        def remove() -> None:
+            self.fs.invalidate_cache(path)
             if self.fs.exists(path):
                 self.fs.rm(path, recursive=True)
+
+        try:
+            retry(
+                remove,
+                retry_on=(OSError, TimeoutError, ConnectionError),
+                attempts=self.attempts,
+                what=f"deleting {path}",
+            )
         except FileNotFoundError:
             pass
+        except Exception as exc:
+            raise ArtifactStoreError(f"cannot delete {self.url(key)}: {exc}") from exc
 
     def check(self) -> None:
         """Raise :class:`ArtifactStoreError` unless a small object can be written and read."""

@@ -51,15 +51,34 @@ def is_infrastructure_error(error: object) -> bool:
     return isinstance(error, INFRASTRUCTURE_ERRORS)
 
 
-def record_infrastructure_failure(hub: ModelHub, claim: Claim, error: BaseException) -> bool:
-    """After retries ran out: the classifier is errored (never complete) and its files removed."""
-    recorded = hub.fail_classifier(
+def record_infrastructure_failure(hub: ModelHub, claim: Claim, error: BaseException) -> str | None:
+    """After retries ran out: the classifier is errored (never complete) and its files removed.
+
+    Returns the key of files that could not be removed because the store is down too, for the
+    caller to remove once it is back (None when nothing is left behind).
+    """
+    hub.fail_classifier(
         claim, f"infrastructure failure after retries: {error!r}", ErrorKind.INFRASTRUCTURE
     )
-    hub.store.delete_prefix(
-        hub.store.classifier_prefix(claim.datarun_id, claim.classifier_id, claim.attempt)
-    )
-    return recorded
+    prefix = hub.store.classifier_prefix(claim.datarun_id, claim.classifier_id, claim.attempt)
+    try:
+        hub.store.delete_prefix(prefix)
+    except ArtifactStoreError as exc:
+        log.warning("files of errored classifier %d remain for now: %s", claim.classifier_id, exc)
+        return prefix
+    return None
+
+
+def record_failure(hub: ModelHub, claim: Claim, error: BaseException) -> str | None:
+    """Record a classifier whose run raised (after any retries), whatever the cause.
+
+    Infrastructure errors go through :func:`record_infrastructure_failure`; anything else is
+    recorded with its traceback as the classifier's own error.
+    """
+    if is_infrastructure_error(error):
+        return record_infrastructure_failure(hub, claim, error)
+    hub.fail_classifier(claim, "".join(traceback.format_exception(error)))
+    return None
 
 
 @dataclass
@@ -189,10 +208,16 @@ class Heartbeat:
         self._thread.join()
 
 
-def next_claim(hub: ModelHub, datarun_id: int) -> Claim | None:
-    """Reclaim an expired classifier, or propose a new configuration and reserve it."""
+def next_claim(hub: ModelHub, datarun_id: int, clock: Stopwatch | None = None) -> Claim | None:
+    """Reclaim an expired classifier, or propose a new configuration and reserve it.
+
+    ``clock`` (optional) gets laps "propose" (history, selector, tuner) and "reserve" (the
+    locked transaction: waiting for the datarun's lock included).
+    """
+    clock = clock or Stopwatch()
     claim = hub.reclaim_expired(datarun_id)
     if claim is not None:
+        clock.lap("reserve")
         return claim
     datarun = hub.get_datarun(datarun_id)
     config = hub.search_config(datarun)
@@ -201,6 +226,7 @@ def next_claim(hub: ModelHub, datarun_id: int) -> Claim | None:
             return None
         outcome = propose(hub.search_history(datarun_id), config)
         hub.mark_exhausted(outcome.exhausted)
+        clock.lap("propose")
         if outcome.proposal is None:
             return None
         try:
@@ -209,6 +235,8 @@ def next_claim(hub: ModelHub, datarun_id: int) -> Claim | None:
             )
         except DuplicateProposal:
             continue
+        finally:
+            clock.lap("reserve")
     return None
 
 
@@ -313,6 +341,7 @@ class Worker:
     cache: DataCache = field(default_factory=DataCache)
     results: list[ClassifierResult] = field(default_factory=list)
     _started: set[int] = field(default_factory=set)
+    _leftovers: list[str] = field(default_factory=list)
 
     def run(self) -> None:
         """Work until no datarun has work left (or ``total_time`` is up).
@@ -366,6 +395,9 @@ class Worker:
                 error = exc
                 continue
             self.reporter.infrastructure_back()
+            while self._leftovers:  # files of classifiers errored during the outage
+                self.hub.store.delete_prefix(self._leftovers[-1])
+                self._leftovers.pop()
             return
 
     def step(self, datarun: Datarun) -> str:
@@ -373,21 +405,22 @@ class Worker:
         if datarun.id not in self._started:
             self._started.add(datarun.id)
             self.reporter.datarun_started(datarun, self.hub.get_dataset(datarun.dataset_id))
-        claimed_at = time.perf_counter()
-        claim = next_claim(self.hub, datarun.id)
+        clock = Stopwatch()
+        claim = next_claim(self.hub, datarun.id, clock)
         if claim is None:
             self._finish(datarun)
             return "busy" if self.hub.running_count(datarun.id) else "done"
-        claim_seconds = time.perf_counter() - claimed_at
         try:
             result = train_classifier(self.hub, claim, self.cache, self.reporter)
         except ArtifactStoreError as exc:
-            record_infrastructure_failure(self.hub, claim, exc)
+            leftover = record_infrastructure_failure(self.hub, claim, exc)
+            if leftover is not None:
+                self._leftovers.append(leftover)
             raise  # the store is down: wait for it before claiming more work
         except KeyboardInterrupt:
             self.hub.release(claim)
             raise
-        result.timings = {"claim": claim_seconds, **result.timings}
+        result.timings = {**clock.laps, **result.timings}
         self.results.append(result)
         self._finish(datarun)
         return "trained"

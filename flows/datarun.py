@@ -19,7 +19,7 @@ from prefect.runtime import flow_run
 from atm_core.dataruns import DatarunRequest
 from atm_core.modelhub.claims import Claim
 from atm_core.settings import Settings, load_settings
-from atm_core.worker import ClassifierResult, next_claim, record_infrastructure_failure
+from atm_core.worker import ClassifierResult, next_claim, record_failure
 from flows.publish import ProgressArtifact, publish_results
 from flows.runners import make_task_runner
 from flows.tasks import (
@@ -123,6 +123,6 @@ def search(settings: Settings, datarun_id: int, n_parallel: int) -> None:
         try:
             finished.result()
         except Exception as exc:  # retries are spent: record it, never as a success
-            logger.error("classifier %d failed after retries: %r", claim.classifier_id, exc)
-            record_infrastructure_failure(hub, claim, exc)
+            logger.error("classifier %d failed: %r", claim.classifier_id, exc)
+            record_failure(hub, claim, exc)
         progress.update()

@@ -32,16 +32,23 @@ def nightly(
                 f"{plan}: dataruns[{index}].run_per_partition is not supported by the flow "
                 "(use `atm enter_data --run-per-partition` with `atm worker`)"
             )
-    summaries = []
+    summaries, failures = [], []
     for request in requests:
         options = {k: v for k, v in asdict(request).items() if k in FLOW_PARAMETERS}
         name = Path(request.train_path).stem
-        summaries.append(
-            datarun.with_options(flow_run_name=f"nightly-{name}")(
-                **options,
-                n_parallel=n_parallel,
-                database_url=database_url,
-                artifact_root=artifact_root,
-            )
+        state = datarun.with_options(flow_run_name=f"nightly-{name}")(
+            **options,
+            n_parallel=n_parallel,
+            database_url=database_url,
+            artifact_root=artifact_root,
+            return_state=True,
+        )
+        if state.is_completed():
+            summaries.append(state.result())
+        else:  # one bad entry must not cost the others their night
+            failures.append(f"{request.train_path}: {state.message}")
+    if failures:
+        raise RuntimeError(
+            f"{len(failures)} of {len(requests)} nightly dataruns failed: {failures}"
         )
     return summaries

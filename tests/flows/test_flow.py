@@ -161,3 +161,25 @@ def test_nightly_refuses_an_option_the_flow_cannot_honour(sqlite_hub, pollution_
     with pytest.raises(ATMError, match=r"dataruns\[0\]\.run_per_partition is not supported"):
         nightly(plan=str(plan), **locations(sqlite_hub))
     assert sqlite_hub.dataruns() == []
+
+
+def test_a_failing_nightly_entry_does_not_stop_the_others(
+    sqlite_hub, pollution_path, iris_path, tmp_path
+):
+    """The first entry names a missing file: the second still runs; the night is reported failed."""
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        f"dataruns:\n"
+        f"  - train_path: {tmp_path / 'gone.csv'}\n"
+        f"  - train_path: {iris_path}\n"
+        f"    methods: [knn]\n"
+        f"    budget: 2\n"
+    )
+    state = nightly(plan=str(plan), **locations(sqlite_hub), return_state=True)
+    assert state.is_failed()
+    assert "1 of 2 nightly dataruns failed" in state.message
+    assert "gone.csv" in state.message
+    [datarun_row] = sqlite_hub.dataruns()
+    assert sqlite_hub.get_dataset(datarun_row.dataset_id).name == "iris"
+    assert datarun_row.status == DatarunStatus.COMPLETE
+    assert len(sqlite_hub.classifiers(datarun_row.id)) == 2

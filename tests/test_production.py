@@ -1,0 +1,440 @@
+"""Production backends: models on S3, many workers on MariaDB, crashes and outages.
+
+Everything is real: moto's S3 server on loopback (behind a TCP proxy the test can cut), the
+machine's MariaDB or a private MariaDB instance the test restarts, `atm worker` processes
+killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import pickle
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pandas as pd
+import pytest
+import s3fs
+
+from atm_core.artifacts import ArtifactStore, serialize_model
+from atm_core.dataruns import DatarunRequest, enter_data
+from atm_core.errors import IntegrityError
+from atm_core.modelhub import ModelHub
+from atm_core.modelhub.models import ClassifierStatus, DatarunStatus, ErrorKind
+from tests.conftest import MotoS3, free_port, fresh_database, make_settings
+
+ATM = Path(sys.executable).parent / "atm"
+
+
+# -- helpers ---------------------------------------------------------------------------------
+class TcpProxy:
+    """Forwards a loopback port to another; ``cut()`` makes the target unreachable at once."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self._listener: socket.socket | None = None
+        self._connections: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        """Refuse new connections and reset the open ones (the store 'goes away')."""
+        with self._lock:
+            listener, self._listener = self._listener, None
+            connections, self._connections = self._connections, []
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked on it
+            listener.close()
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._connections += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+
+class PrivateMariaDB:
+    """A MariaDB server of the test's own (own data folder and port), so it can be restarted."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+        user = ["--user=root"] if os.geteuid() == 0 else []
+        subprocess.run(
+            [
+                "mariadb-install-db",
+                "--no-defaults",
+                f"--datadir={folder / 'data'}",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                *user,
+            ],
+            check=True,
+            capture_output=True,
+        )
+        self._command = [
+            shutil.which("mariadbd") or "/usr/sbin/mariadbd",
+            "--no-defaults",
+            f"--datadir={folder / 'data'}",
+            f"--port={self.port}",
+            "--bind-address=127.0.0.1",
+            f"--socket={folder / 'mysqld.sock'}",
+            f"--pid-file={folder / 'mysqld.pid'}",
+            *user,
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"mysql+mysqldb://root@127.0.0.1:{self.port}/atm"
+
+    def start(self) -> None:
+        log = (self.folder / "mariadb.log").open("ab")
+        self.process = subprocess.Popen(self._command, stdout=log, stderr=log)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("private MariaDB did not start")
+
+    def create_database(self) -> None:
+        subprocess.run(
+            ["mariadb", "-h127.0.0.1", f"-P{self.port}", "-uroot", "-e", "CREATE DATABASE atm"],
+            check=True,
+        )
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=60)
+        self.process = None
+
+
+def worker_env(hub: ModelHub, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ATM_", "PREFECT_"))}
+    env.update(
+        ATM_DATABASE_URL=hub.settings.database_url,
+        ATM_ARTIFACT_ROOT=hub.settings.artifact_root,
+        ATM_POLL_SECONDS="0.2",
+        **extra,
+    )
+    return env
+
+
+def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(ATM), "worker"], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
+
+
+def wait_all(processes: list[subprocess.Popen], timeout: float = 240) -> list[int]:
+    codes = []
+    for process in processes:
+        try:
+            codes.append(process.wait(timeout=timeout))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            codes.append(process.wait())
+    return codes
+
+
+def statuses(hub: ModelHub, datarun_id: int) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for classifier in hub.classifiers(datarun_id):
+        counts[classifier.status.value] = counts.get(classifier.status.value, 0) + 1
+    return counts
+
+
+def assert_every_complete_model_loads(hub: ModelHub, datarun_id: int) -> int:
+    complete = hub.classifiers(datarun_id, status="complete")
+    for classifier in complete:
+        assert classifier.model_location.startswith(hub.settings.artifact_root)
+        assert hasattr(hub.load_model(classifier.id), "predict")
+        assert len(hub.load_metrics(classifier.id)) >= 3
+    return len(complete)
+
+
+def s3_keys(bucket: str) -> list[str]:
+    client = boto3.client("s3")
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+@pytest.fixture
+def s3_hub(s3_root: str, tmp_path: Path) -> Iterator[ModelHub]:
+    """A SQLite ModelHub whose models and metrics live in a fresh S3 bucket."""
+    hub = ModelHub(
+        settings=make_settings(f"sqlite:///{tmp_path / 'atm.db'}", tmp_path).model_copy(
+            update={"artifact_root": s3_root}
+        )
+    )
+    yield hub
+    hub.close()
+
+
+# -- artifacts --------------------------------------------------------------------------------
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_artifacts_round_trip(where: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    root = str(tmp_path / "store") if where == "local" else request.getfixturevalue("s3_root")
+    store = ArtifactStore(root)
+    blob = serialize_model({"weights": [1, 2, 3]})
+    stored = store.save_model("datarun-1/classifier-1/attempt-1/model.pkl", blob)
+    assert stored.sha256 == hashlib.sha256(blob).hexdigest()
+    assert stored.location.startswith(root)
+    assert pickle.loads(store.read_model(stored.location, stored.sha256)) == {"weights": [1, 2, 3]}
+    frame = pd.DataFrame({"fold": [0, 1], "f1": [0.5, 0.75]})
+    location = store.save_frame("datarun-1/classifier-1/attempt-1/metrics.parquet", frame)
+    pd.testing.assert_frame_equal(store.load_frame(location), frame)
+    store.check()
+    store.delete_prefix("datarun-1/classifier-1/attempt-1")
+    with pytest.raises(Exception, match="not found"):
+        store.read_model(stored.location, stored.sha256)
+
+
+def test_tampered_model_on_s3_is_refused(s3_hub: ModelHub, pollution_path: str) -> None:
+    datarun_id = (
+        enter_data(s3_hub, DatarunRequest(pollution_path, methods=["dt"], budget=1)).dataruns[0].id
+    )
+    from atm_core.worker import Worker
+
+    Worker(s3_hub).run()
+    [classifier] = s3_hub.classifiers(datarun_id)
+    assert classifier.status == ClassifierStatus.COMPLETE
+    assert classifier.model_location.startswith("s3://")
+    model = s3_hub.load_model(classifier.id)
+    bucket, key = classifier.model_location.removeprefix("s3://").split("/", 1)
+    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=pickle.dumps(model) + b"tampered")
+    with pytest.raises(IntegrityError, match="sha256"):
+        s3_hub.load_model(classifier.id)
+    assert (s3_hub.leaderboard(datarun_id)["model_location"] == classifier.model_location).all()
+    keys = s3_keys(bucket)
+    assert any(k.endswith(f"datarun-{datarun_id}/leaderboard.parquet") for k in keys)
+
+
+def test_dataset_read_from_s3(s3_hub: ModelHub, s3_server: MotoS3, iris_path: str) -> None:
+    bucket = s3_server.create_bucket()
+    boto3.client("s3").upload_file(iris_path, bucket, "data/iris.csv")
+    entered = enter_data(
+        s3_hub, DatarunRequest(f"s3://{bucket}/data/iris.csv", methods=["knn"], budget=2)
+    )
+    assert entered.info.n_examples == 150 and entered.info.k_classes == 3
+    from atm_core.worker import Worker
+
+    Worker(s3_hub).run()
+    assert statuses(s3_hub, entered.dataruns[0].id) == {"complete": 2}
+
+
+# -- many workers, crashes, outages -----------------------------------------------------------
+@pytest.mark.parametrize("database_url", ["mariadb"], indirect=True)
+def test_four_workers_on_mariadb_and_s3_survive_a_sigkill(
+    database_url: str, s3_root: str, pollution_path: str, tmp_path: Path
+) -> None:
+    """4 workers, budget 40, one SIGKILLed mid-run: after its lease expires the others finish.
+
+    Exactly 40 rows, none left running, the datarun ended once, every model loads from S3.
+    """
+    settings = make_settings(database_url, tmp_path).model_copy(update={"artifact_root": s3_root})
+    hub = ModelHub(settings=settings)
+    try:
+        datarun_id = (
+            enter_data(
+                hub,
+                DatarunRequest(pollution_path, methods=["logreg", "dt", "knn", "rf"], budget=40),
+            )
+            .dataruns[0]
+            .id
+        )
+        env = worker_env(hub, ATM_LEASE_SECONDS="3")
+        logs = [tmp_path / f"worker-{i}.log" for i in range(4)]
+        workers = [start_worker(env, log) for log in logs]
+        deadline = time.monotonic() + 90
+        while not any(c.host for c in hub.classifiers(datarun_id, status="running")):
+            assert time.monotonic() < deadline, "no worker started a classifier"
+            time.sleep(0.05)
+        time.sleep(1.0)
+        workers[0].send_signal(signal.SIGKILL)
+        codes = wait_all(workers)
+        assert codes[0] == -signal.SIGKILL and codes[1:] == [0, 0, 0], [
+            log.read_text()[-1500:] for log in logs
+        ]
+        output = "".join(log.read_text() for log in logs)
+        assert "Traceback" not in output
+        counts = statuses(hub, datarun_id)
+        assert sum(counts.values()) == 40 and "running" not in counts, counts
+        keys = [(c.hyperpartition_id, c.config_key) for c in hub.classifiers(datarun_id)]
+        assert len(set(keys)) == 40  # no configuration twice
+        assert hub.get_datarun(datarun_id).status == DatarunStatus.COMPLETE
+        assert output.count(f"Datarun {datarun_id} has ended.") == 1
+        assert assert_every_complete_model_loads(hub, datarun_id) == counts.get("complete")
+    finally:
+        hub.close()
+
+
+def test_store_outage_mid_run_never_completes_without_a_model(
+    pollution_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3 unreachable mid-run: nothing is `complete` without its stored model; the worker waits
+    for the store and finishes the datarun once it is back."""
+    moto = MotoS3(tmp_path)
+    moto.start()
+    proxy = TcpProxy(moto.port)
+    proxy.start()
+    for key, value in moto.env().items():
+        monkeypatch.setenv(key, value)
+    s3fs.S3FileSystem.clear_instance_cache()  # this test's own server, not the session's
+    try:
+        bucket = moto.create_bucket()
+        hub = ModelHub(
+            settings=make_settings(f"sqlite:///{tmp_path / 'atm.db'}", tmp_path).model_copy(
+                update={"artifact_root": f"s3://{bucket}/run"}
+            )
+        )
+        datarun_id = (
+            enter_data(hub, DatarunRequest(pollution_path, methods=["dt", "logreg"], budget=24))
+            .dataruns[0]
+            .id
+        )
+        env = worker_env(hub, ATM_ARTIFACT_RETRIES="1", **moto.env())
+        env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{proxy.port}"
+        env["AWS_MAX_ATTEMPTS"] = "1"  # botocore would otherwise ride out a short outage itself
+        log = tmp_path / "worker.log"
+        worker = start_worker(env, log)
+        deadline = time.monotonic() + 90
+        while statuses(hub, datarun_id).get("complete", 0) < 4:
+            assert worker.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline, "the worker never completed 4 classifiers"
+            time.sleep(0.05)
+        proxy.cut()
+        time.sleep(6)  # the worker fails an upload, records it, and waits for the store
+        during = statuses(hub, datarun_id)
+        assert worker.poll() is None, log.read_text()[-2000:]
+        proxy.start()  # the store is back
+        assert wait_all([worker])[0] == 0, log.read_text()[-2000:]
+        output = log.read_text()
+        assert "Waiting for the ModelHub / artifact store" in output
+        counts = statuses(hub, datarun_id)
+        assert sum(counts.values()) == 24 and "running" not in counts, counts
+        assert counts["complete"] > during.get("complete", 0)
+        assert hub.get_datarun(datarun_id).status == DatarunStatus.COMPLETE
+        assert assert_every_complete_model_loads(hub, datarun_id) == counts["complete"]
+        keys = s3_keys(bucket)
+        for classifier in hub.classifiers(datarun_id, status="errored"):
+            assert classifier.error_kind == ErrorKind.INFRASTRUCTURE
+            assert not any(f"classifier-{classifier.id}/" in key for key in keys)
+        hub.close()
+    finally:
+        proxy.cut()
+        moto.stop()
+        s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_worker_survives_a_database_restart(pollution_path: str, tmp_path: Path) -> None:
+    """The ModelHub's server restarts mid-run: the worker waits, reconnects and finishes."""
+    server = PrivateMariaDB(tmp_path / "mariadb")
+    server.start()
+    try:
+        server.create_database()
+        hub = ModelHub(settings=make_settings(server.url, tmp_path))
+        datarun_id = (
+            enter_data(hub, DatarunRequest(pollution_path, methods=["dt", "logreg"], budget=30))
+            .dataruns[0]
+            .id
+        )
+        log = tmp_path / "worker.log"
+        worker = start_worker(worker_env(hub), log)
+        deadline = time.monotonic() + 90
+        while statuses(hub, datarun_id).get("complete", 0) < 3:
+            assert worker.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        hub.close()
+        server.stop()
+        time.sleep(4)
+        assert worker.poll() is None, log.read_text()[-2000:]
+        server.start()
+        assert wait_all([worker])[0] == 0, log.read_text()[-3000:]
+        hub = ModelHub(settings=make_settings(server.url, tmp_path))
+        counts = statuses(hub, datarun_id)
+        assert sum(counts.values()) == 30 and "running" not in counts, counts
+        assert hub.get_datarun(datarun_id).status == DatarunStatus.COMPLETE
+        assert assert_every_complete_model_loads(hub, datarun_id) == counts["complete"]
+        hub.close()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "mariadb"])
+def test_four_worker_processes_spend_exactly_the_budget(
+    backend: str, pollution_path: str, tmp_path: Path
+) -> None:
+    """4 `atm worker` processes, budget 40: 40 rows, no duplicates, completed once."""
+    with fresh_database(backend, tmp_path) as url:
+        hub = ModelHub(settings=make_settings(url, tmp_path))
+        try:
+            datarun_id = (
+                enter_data(
+                    hub, DatarunRequest(pollution_path, methods=["logreg", "dt", "knn"], budget=40)
+                )
+                .dataruns[0]
+                .id
+            )
+            logs = [tmp_path / f"w{i}.log" for i in range(4)]
+            workers = [start_worker(worker_env(hub), log) for log in logs]
+            assert wait_all(workers) == [0, 0, 0, 0], [log.read_text()[-1500:] for log in logs]
+            output = "".join(log.read_text() for log in logs)
+            assert "database is locked" not in output.lower() and "Traceback" not in output
+            classifiers = hub.classifiers(datarun_id)
+            assert len(classifiers) == 40
+            assert len({(c.hyperpartition_id, c.config_key) for c in classifiers}) == 40
+            assert statuses(hub, datarun_id) == {"complete": 40}
+            assert output.count(f"Datarun {datarun_id} has ended.") == 1
+        finally:
+            hub.close()
