@@ -97,6 +97,13 @@ def start_moto(folder: Path) -> tuple[subprocess.Popen, dict[str, str]]:
     return process, env
 
 
+def as_time(value):
+    """SQLite hands back timestamps as text."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else 0.0
@@ -194,7 +201,7 @@ def main() -> None:
         "phase_ms_mean": {p: 1000 * statistics.mean(v) for p, v in per_phase.items()},
         "reserve_ms_p95": 1000 * percentile(per_phase["reserve"], 0.95),
         "reserve_ms_max": 1000 * max(per_phase["reserve"]),
-        "first_classifier_seconds": (first_end - first_start).total_seconds(),
+        "first_classifier_seconds": (as_time(first_end) - as_time(first_start)).total_seconds(),
     }
     table = Table(
         title=f"{args.workers} workers x {args.budget} classifiers ({args.database} + {args.store})"
