@@ -11,13 +11,15 @@ import argparse
 import os
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from atm_core.cli import DEMO_DATA_DIR, DEMO_DATASETS, add_datarun_flags, datarun_request, open_hub
-from atm_core.dataruns import DatarunRequest, check_request
 from atm_core.settings import Settings
+
+if TYPE_CHECKING:  # the data stack is imported when a command runs, not when `atm` starts
+    from atm_core.dataruns import DatarunRequest
 
 
 def prepare_prefect_environment(verbose: bool) -> None:
@@ -46,6 +48,8 @@ def run_flow(
     from atm_core.console import DatarunWatcher, leaderboard_table
 
     if datarun_id is None:
+        from atm_core.dataruns import check_request
+
         check_request(request)  # bad input fails here, before Prefect starts
     prepare_prefect_environment(verbose)
     from flows.datarun import datarun
@@ -112,6 +116,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings, console: Console) -> i
 
 def cmd_demo(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     """A bundled dataset through the flow: pollution (logreg, dt, knn; 100) or iris (all; 60)."""
+    from atm_core.dataruns import DatarunRequest
     from atm_core.search.catalogue import builtin_methods
 
     train_path = str(DEMO_DATA_DIR / DEMO_DATASETS[args.dataset])
