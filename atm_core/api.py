@@ -2,28 +2,65 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from atm_core.dataruns import DEFAULT_METHODS, DatarunRequest, enter_data
+from atm_core.artifacts import serialize_model
+from atm_core.dataruns import DatarunRequest, enter_data
 from atm_core.errors import ATMError, NotFoundError
 from atm_core.modelhub import ModelHub
 from atm_core.modelhub.models import Classifier
-from atm_core.settings import load_settings
+from atm_core.results import refit_model
+from atm_core.settings import Settings, load_settings
 from atm_core.worker import Reporter, Worker
 
 
-def export_model(hub: ModelHub, classifier_id: int, path: str | Path, force: bool = False) -> Path:
-    """Copy a classifier's verified model pickle to a local file."""
+def export_model(
+    hub: ModelHub,
+    classifier_id: int,
+    path: str | Path,
+    force: bool = False,
+    refit: bool = False,
+) -> Path:
+    """Write a classifier's model to a local pickle: the verified stored one, or ``refit`` on
+    every labelled row of its dataset (the model to deploy)."""
     target = Path(path)
     if target.exists() and not force:
         raise ATMError(f"{target} exists; pass force=True (--force) to overwrite it")
-    blob = hub.model_bytes(classifier_id)  # refuses a missing or tampered model first
+    if refit:
+        hub.model_bytes(classifier_id)  # only a complete classifier is worth refitting
+        blob = serialize_model(refit_model(hub, classifier_id))
+    else:
+        blob = hub.model_bytes(classifier_id)  # refuses a missing or tampered model first
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(blob)
     return target
+
+
+def spawn_workers(settings: Settings, datarun_id: int, count: int) -> list[subprocess.Popen]:
+    """``count`` more `atm worker` processes on one datarun, with this process's settings."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is None:
+            env.pop(f"ATM_{name.upper()}", None)
+        else:
+            env[f"ATM_{name.upper()}"] = str(value)
+    env.pop("ATM_CONFIG", None)  # every setting is in the environment now
+    command = [sys.executable, "-m", "atm_core.cli", "worker", "--quiet"]
+    return [
+        subprocess.Popen(
+            [*command, "--dataruns", str(datarun_id)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(count)
+    ]
 
 
 class DatarunResult:
@@ -79,8 +116,14 @@ class DatarunResult:
     def load_best_model(self) -> Any:
         return self.hub.load_model(self.get_best_classifier().id)
 
-    def export_best_classifier(self, path: str | Path, force: bool = False) -> Path:
-        return export_model(self.hub, self.get_best_classifier().id, path, force=force)
+    def refit_best_model(self) -> Any:
+        """The best configuration fitted on every labelled row of the dataset."""
+        return refit_model(self.hub, self.get_best_classifier().id)
+
+    def export_best_classifier(
+        self, path: str | Path, force: bool = False, refit: bool = False
+    ) -> Path:
+        return export_model(self.hub, self.get_best_classifier().id, path, force, refit)
 
 
 class ATM:
@@ -122,15 +165,35 @@ class ATM:
         self,
         train_path: str,
         class_column: str = "class",
-        methods: list[str] | tuple[str, ...] = DEFAULT_METHODS,
+        methods: list[str] | tuple[str, ...] | None = None,
         reporter: Reporter | None = None,
+        workers: int = 1,
         **options: Any,
     ) -> DatarunResult:
-        """Enter the data, work on the datarun until it ends, return its result."""
+        """Enter the data, work on the datarun until it ends, return its result.
+
+        ``workers`` > 1 starts that many more `atm worker` processes beside this one; they
+        share the datarun through the ModelHub (use ``threads`` for threads per fit).
+        """
+        if workers < 1:
+            raise ATMError(f"workers must be at least 1, got {workers}")
         result = self.enter_data(
-            train_path, class_column=class_column, methods=list(methods), **options
+            train_path,
+            class_column=class_column,
+            methods=None if methods is None else list(methods),
+            **options,
         )[0]
-        self.work([result.id], reporter=reporter)
+        helpers = spawn_workers(self.settings, result.id, workers - 1)
+        try:
+            self.work([result.id], reporter=reporter)
+        finally:
+            for helper in helpers:
+                _, errors = helper.communicate()
+                if helper.returncode != 0:
+                    raise ATMError(
+                        f"a worker process failed ({helper.returncode}): "
+                        + errors.decode(errors="replace").strip()[-500:]
+                    )
         return result
 
     def load_model(self, classifier_id: int) -> Any:

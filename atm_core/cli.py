@@ -46,7 +46,10 @@ def add_datarun_flags(parser: argparse.ArgumentParser, train_required: bool = Fa
     data.add_argument("--class-column", default="class", help="label column (default: class)")
     run = parser.add_argument_group("datarun")
     run.add_argument(
-        "--methods", nargs="+", default=["logreg", "dt", "knn"], help="method codes or JSON paths"
+        "--methods",
+        nargs="+",
+        help="method codes or JSON paths (default: hgb rf logreg et, plus knn svm mlp on "
+        "small data)",
     )
     run.add_argument("--priority", type=int, default=1)
     run.add_argument(
@@ -80,6 +83,18 @@ def add_datarun_flags(parser: argparse.ArgumentParser, train_required: bool = Fa
     run.add_argument(
         "--seed", type=int, default=0, help="seed of the train/test split and the models"
     )
+    run.add_argument(
+        "--time-limit",
+        type=float,
+        help="seconds one classifier may run (default: from the budget; 0: no limit)",
+    )
+    run.add_argument(
+        "--no-warm-start",
+        dest="warm_start",
+        action="store_false",
+        help="do not start with each method's default configuration",
+    )
+    run.add_argument("--cv-folds", type=int, help="CV folds (default: 5, fewer on large data)")
     run.add_argument("--description")
 
 
@@ -90,7 +105,7 @@ def datarun_request(args: argparse.Namespace, train_path: str | None = None):
         train_path=train_path or args.train_path,
         class_column=args.class_column,
         test_path=args.test_path,
-        methods=list(args.methods),
+        methods=None if args.methods is None else list(args.methods),
         priority=args.priority,
         budget_type=args.budget_type,
         budget=args.budget,
@@ -104,6 +119,9 @@ def datarun_request(args: argparse.Namespace, train_path: str | None = None):
         gridding=args.gridding,
         run_per_partition=args.run_per_partition,
         seed=args.seed,
+        time_limit=args.time_limit,
+        warm_start=args.warm_start,
+        cv_folds=args.cv_folds,
         description=args.description,
     )
 
@@ -231,7 +249,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings, console: Console) -
     from atm_core.api import export_model
 
     hub = open_hub(settings)
-    path = export_model(hub, args.classifier_id, args.path, force=args.force)
+    path = export_model(hub, args.classifier_id, args.path, force=args.force, refit=args.refit)
     console.print(f"classifier {args.classifier_id} exported to {path}")
     return 0
 
@@ -291,6 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--classifier-id", type=int, required=True)
     export.add_argument("path")
     export.add_argument("--force", action="store_true", help="overwrite an existing file")
+    export.add_argument(
+        "--refit",
+        action="store_true",
+        help="fit the configuration on every labelled row first (the model to deploy)",
+    )
 
     command("methods", cmd_methods, "list the built-in methods")
 

@@ -6,7 +6,7 @@ data), so a refused request leaves no dataset, datarun or hyperpartition behind.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,7 +29,12 @@ from atm_core.search.hyperpartitions import HyperpartitionSpec, enumerate_hyperp
 from atm_core.search.selectors import resolve_selector
 from atm_core.search.tuners import resolve_tuner
 
-DEFAULT_METHODS = ("logreg", "dt", "knn")
+# The default datarun when no method is named: strong, fast learners first (warm start tries
+# their default configurations in this order); knn, svm and mlp join on small data only,
+# where their quadratic cost (knn, svm) or slow convergence (mlp) stays affordable.
+PORTFOLIO = ("hgb", "rf", "logreg", "et")
+SMALL_DATA_PORTFOLIO = ("knn", "svm", "mlp")
+SMALL_DATA_ROWS = 10_000
 BUDGET_TYPES = {"classifier": "classifier", "learner": "classifier", "walltime": "walltime"}
 ALL_METRICS = sorted({*BINARY_METRICS, *MULTICLASS_METRICS, *MULTICLASS_ALIASES})
 
@@ -41,7 +46,7 @@ class DatarunRequest:
     train_path: str
     class_column: str = "class"
     test_path: str | None = None
-    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
+    methods: list[str] | None = None  # None: the default portfolio for the data's size
     priority: int = 1
     budget_type: str = "classifier"
     budget: int = 100
@@ -56,6 +61,9 @@ class DatarunRequest:
     run_per_partition: bool = False
     seed: int = 0
     test_size: float = 0.3
+    time_limit: float | None = None
+    warm_start: bool = True
+    cv_folds: int | None = None
     description: str | None = None
 
 
@@ -84,9 +92,9 @@ class EnteredData:
 
 def validate_options(request: DatarunRequest) -> tuple[DatarunOptions, list[Method]]:
     """Check every option that does not need the data; return the datarun options."""
-    if not request.methods:
+    if request.methods is not None and not request.methods:
         raise ConfigError("no methods given: name at least one (e.g. --methods logreg dt knn)")
-    methods = [load_method(name) for name in request.methods]
+    methods = [load_method(name) for name in request.methods or ()]
     names = [method.name for method in methods]
     duplicated = sorted({name for name in names if names.count(name) > 1})
     if duplicated:
@@ -112,6 +120,14 @@ def validate_options(request: DatarunRequest) -> tuple[DatarunOptions, list[Meth
         raise ConfigError(
             f"unknown score target '{request.score_target}': use one of {', '.join(SCORE_TARGETS)}"
         )
+    if request.time_limit is not None and (
+        not isinstance(request.time_limit, int | float) or request.time_limit < 0
+    ):
+        raise ConfigError(
+            f"time_limit must be a number of seconds >= 0, got {request.time_limit!r}"
+        )
+    if request.cv_folds is not None:
+        _check_int("cv_folds", request.cv_folds, minimum=2)
     if not 0 < request.test_size < 1:
         raise ConfigError(f"test_size must be between 0 and 1, got {request.test_size}")
     options = DatarunOptions(
@@ -128,6 +144,9 @@ def validate_options(request: DatarunRequest) -> tuple[DatarunOptions, list[Meth
         score_target=request.score_target,
         seed=request.seed,
         test_size=request.test_size,
+        time_limit=None if request.time_limit is None else float(request.time_limit),
+        warm_start=bool(request.warm_start),
+        cv_folds=request.cv_folds,
         description=request.description,
     )
     return options, methods
@@ -157,12 +176,29 @@ def _check_int(name: str, value: object, minimum: int | None = None) -> None:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
 
 
+def default_portfolio(info: DatasetInfo) -> list[str]:
+    """The methods of a datarun that names none, for this dataset's size."""
+    if info.n_examples <= SMALL_DATA_ROWS:
+        return [*PORTFOLIO, *SMALL_DATA_PORTFOLIO]
+    return list(PORTFOLIO)
+
+
 def check_request(request: DatarunRequest) -> tuple[DatasetInfo, DatarunOptions, list[Method]]:
     """Validate every option and the data itself; nothing is written."""
     options, methods = validate_options(request)
     info, train, test = inspect_dataset(request.train_path, request.class_column, request.test_path)
+    if request.methods is None:
+        methods = [load_method(name) for name in default_portfolio(info)]
     metric = resolve_metric(request.metric, info.k_classes)
-    split_frames(train, test, info.class_column, info.schema, options.seed, options.test_size)
+    split_frames(
+        train,
+        test,
+        info.class_column,
+        info.schema,
+        options.seed,
+        options.test_size,
+        options.cv_folds,
+    )
     return info, replace(options, metric=metric), methods
 
 

@@ -8,8 +8,11 @@ from typing import Any
 
 import pandas as pd
 
+from atm_core.data.split import load_all_rows
+from atm_core.isolation import fit_threads
 from atm_core.modelhub.hub import ModelHub, judgment
 from atm_core.modelhub.models import BudgetType, utcnow
+from atm_core.pipeline import build_pipeline
 
 
 @dataclass
@@ -115,6 +118,32 @@ def summarize(hub: ModelHub, datarun_id: int) -> DatarunSummary:
     return summary
 
 
+def refit_model(hub: ModelHub, classifier_id: int) -> Any:
+    """The classifier's configuration fitted on every labelled row of its dataset.
+
+    A classifier's stored model was fitted on the datarun's training part only (so that its
+    test score means something). Once a configuration is chosen, the rows held out for that
+    score are better used for fitting: this is the model to deploy.
+    """
+    classifier = hub.get_classifier(classifier_id)
+    partition = hub.get_hyperpartition(classifier.hyperpartition_id)
+    datarun = hub.get_datarun(classifier.datarun_id)
+    dataset = hub.get_dataset(datarun.dataset_id)
+    schema = hub.schema_of(dataset)
+    X, y = load_all_rows(
+        dataset.train_path, dataset.test_path, dataset.class_column, schema, dataset.content_hash
+    )
+    model = build_pipeline(
+        partition.estimator_class,
+        classifier.hyperparameters_values,
+        schema,
+        random_state=datarun.seed,
+        n_jobs=hub.settings.threads,
+    )
+    with fit_threads(hub.settings.threads):
+        return model.fit(X, y)
+
+
 def finalize(hub: ModelHub, datarun_id: int) -> DatarunSummary:
     """Complete the datarun if its work is done (exactly once), store the leaderboard, summarize."""
     completed_now = hub.finish_if_done(datarun_id)
@@ -144,4 +173,4 @@ def budget_progress(hub: ModelHub, datarun_id: int) -> BudgetProgress:
         end = datarun.end_time or utcnow()
         minutes = (end - started).total_seconds() / 60
         return BudgetProgress(min(minutes, datarun.budget), datarun.budget, "minutes")
-    return BudgetProgress(len(hub.classifiers(datarun_id)), datarun.budget, "classifiers")
+    return BudgetProgress(hub.classifier_count(datarun_id), datarun.budget, "classifiers")

@@ -50,8 +50,10 @@ class Settings(BaseSettings):
         ge=0,
         description="A hyperpartition is marked errored after more errored classifiers than this.",
     )
-    n_jobs: int | None = Field(
-        None, description="Threads per fit for estimators with n_jobs (unset: their default)."
+    threads: int = Field(
+        1,
+        ge=1,
+        description="Threads each fit may use (BLAS/OpenMP and n_jobs); scale out with workers.",
     )
     artifact_retries: int = Field(
         3, ge=0, description="Retries (with backoff) of a failed object-store read or write."

@@ -14,14 +14,16 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from atm_core.artifacts import ArtifactStoreError, serialize_model
 from atm_core.data.split import TrainTest, load_train_test
-from atm_core.evaluation import evaluate, resolve_metric, silence_fit_warnings
-from atm_core.modelhub.claims import Claim, DuplicateProposal, Outcome
+from atm_core.evaluation import Evaluation, evaluate, resolve_metric, silence_fit_warnings
+from atm_core.isolation import ChildFailed, TimeLimitExceeded, fit_threads, run_isolated
+from atm_core.modelhub.claims import Claim, DuplicateProposal, Outcome, time_limit
 from atm_core.modelhub.hub import DATABASE_ERRORS, ModelHub, judgment
 from atm_core.modelhub.models import (
     BudgetType,
@@ -37,6 +39,10 @@ from atm_core.results import write_leaderboard
 from atm_core.search.proposal import propose
 
 PROPOSAL_ATTEMPTS = 5
+MIN_TIME_LIMIT = 10.0  # seconds
+WALLTIME_SHARE = 0.25  # of a walltime budget, for one classifier
+CLASSIFIER_BUDGET_TIME_LIMIT = 600.0
+MIN_REMAINING = 1.0  # a classifier reserved just before the end still gets a second
 log = logging.getLogger(__name__)
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
     ArtifactStoreError,
@@ -157,7 +163,7 @@ class DataCache:
         self._max_items = max_items
 
     def get(self, hub: ModelHub, dataset: Dataset, datarun: Datarun) -> TrainTest:
-        key = (dataset.id, datarun.seed, datarun.test_size)
+        key = (dataset.id, datarun.seed, datarun.test_size, datarun.cv_folds)
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
@@ -170,6 +176,7 @@ class DataCache:
                 dataset.content_hash,
                 datarun.seed,
                 datarun.test_size,
+                datarun.cv_folds,
             )
             self._items[key] = data
             if len(self._items) > self._max_items:
@@ -240,6 +247,36 @@ def next_claim(hub: ModelHub, datarun_id: int, clock: Stopwatch | None = None) -
     return None
 
 
+def fit_and_serialize(
+    make_model: Callable[[], Any], data: TrainTest, metric: str, seed: int
+) -> tuple[Evaluation, bytes]:
+    """Cross-validate, refit and pickle: the part of a classifier a time limit may stop."""
+    evaluation = evaluate(make_model, data, metric, seed)
+    blob = serialize_model(evaluation.model)
+    evaluation.model = None  # travels as the pickle only
+    return evaluation, blob
+
+
+def classifier_time_limit(datarun: Datarun, now: datetime | None = None) -> float | None:
+    """Seconds the next classifier of ``datarun`` may run; None means no limit.
+
+    An explicit ``time_limit`` wins (0 turns limits off); otherwise a quarter of a walltime
+    budget (at least 10 s) or 10 minutes for a classifier budget. Never past the datarun's own
+    end (walltime or deadline), so a walltime datarun ends on time.
+    """
+    if datarun.time_limit is not None:
+        limit = datarun.time_limit or None
+    elif datarun.budget_type == BudgetType.WALLTIME:
+        limit = max(MIN_TIME_LIMIT, WALLTIME_SHARE * datarun.budget * 60)
+    else:
+        limit = CLASSIFIER_BUDGET_TIME_LIMIT
+    end = time_limit(datarun)
+    if end is not None:
+        remaining = max((end - (now or utcnow())).total_seconds(), MIN_REMAINING)
+        limit = remaining if limit is None else min(limit, remaining)
+    return limit
+
+
 def train_classifier(
     hub: ModelHub, claim: Claim, cache: DataCache, reporter: Reporter | None = None
 ) -> ClassifierResult:
@@ -279,14 +316,18 @@ def train_classifier(
                     classifier.hyperparameters_values,
                     schema,
                     random_state=datarun.seed,
-                    n_jobs=hub.settings.n_jobs,
+                    n_jobs=hub.settings.threads,
                 )
 
-            evaluation = evaluate(make_model, data, result.metric, datarun.seed)
-            blob = serialize_model(evaluation.model)
+            with fit_threads(hub.settings.threads):
+                evaluation, blob = run_isolated(
+                    lambda: fit_and_serialize(make_model, data, result.metric, datarun.seed),
+                    classifier_time_limit(datarun),
+                )
             clock.lap("fit")
-        except Exception:
-            result.error = traceback.format_exc()
+        except Exception as exc:
+            isolated = isinstance(exc, TimeLimitExceeded | ChildFailed)
+            result.error = str(exc) if isolated else traceback.format_exc()
             result.status = "errored" if hub.fail_classifier(claim, result.error) else "lost"
             reporter.classifier_finished(result)
             return result

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -255,11 +256,15 @@ def test_upgrade_merges_duplicate_datasets(database_url: str, tmp_path: Path) ->
         "metric": "f1", "score_target": "cv", "seed": 0, "test_size": 0.3,
         "status": "pending", "created_at": datetime(2026, 1, 1),
     }  # fmt: skip
-    tables = Base.metadata.tables
+    def at_0001(name: str, values: dict):
+        """Insert only the columns revision 0001 had (today's models have more)."""
+        columns = [sa.column(key, Base.metadata.tables[name].c[key].type) for key in values]
+        return sa.table(name, *columns).insert().values(**values)
+
     with engine.begin() as connection:
         for dataset_id in (1, 2):
-            connection.execute(tables["datasets"].insert().values(id=dataset_id, **dataset))
-        connection.execute(tables["dataruns"].insert().values(id=1, dataset_id=2, **datarun))
+            connection.execute(at_0001("datasets", {"id": dataset_id, **dataset}))
+        connection.execute(at_0001("dataruns", {"id": 1, "dataset_id": 2, **datarun}))
     engine.dispose()
 
     hub = ModelHub(settings=make_settings(database_url, tmp_path))

@@ -12,6 +12,19 @@ from atm_core.data.loading import read_table
 from atm_core.errors import DataError
 
 MAX_FOLDS = 5
+# Cheaper cross-validation on large data: (training rows up to, folds).
+FOLDS_BY_SIZE = ((20_000, MAX_FOLDS), (100_000, 3))
+LARGE_DATA_FOLDS = 2
+
+
+def folds_for(n_train: int, requested: int | None = None) -> int:
+    """CV folds for a training part of ``n_train`` rows (``requested`` overrides the size rule)."""
+    if requested is not None:
+        return requested
+    for rows, folds in FOLDS_BY_SIZE:
+        if n_train <= rows:
+            return folds
+    return LARGE_DATA_FOLDS
 
 
 @dataclass
@@ -34,6 +47,7 @@ def split_frames(
     schema: FeatureSchema,
     seed: int,
     test_size: float,
+    cv_folds: int | None = None,
 ) -> TrainTest:
     """Split (or take the given test file), keeping the schema's feature columns in order."""
     columns = list(schema.columns)
@@ -51,7 +65,7 @@ def split_frames(
         except ValueError as exc:
             raise DataError(f"cannot split {len(train)} rows into train and test: {exc}") from None
     smallest = int(train[class_column].value_counts().min())
-    n_folds = min(MAX_FOLDS, smallest)
+    n_folds = min(folds_for(len(train), cv_folds), smallest)
     if n_folds < 2:
         raise DataError(
             "too few examples for cross-validation: the training part has a class with a single "
@@ -66,16 +80,10 @@ def split_frames(
     )
 
 
-def load_train_test(
-    train_path: str,
-    test_path: str | None,
-    class_column: str,
-    schema: FeatureSchema,
-    expected_hash: str,
-    seed: int,
-    test_size: float,
-) -> TrainTest:
-    """Re-read a registered dataset (refusing it if its files changed) and split it."""
+def read_registered(
+    train_path: str, test_path: str | None, class_column: str, expected_hash: str
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Re-read a registered dataset's labelled rows, refusing files changed since then."""
     train = read_table(train_path)
     test = read_table(test_path) if test_path else None
     if content_hash(train.sha256, test.sha256 if test else None, class_column) != expected_hash:
@@ -84,6 +92,34 @@ def load_train_test(
             "was registered; register it again as a new dataset"
         )
     frames = [t.frame[t.frame[class_column].notna()] for t in (train, test) if t is not None]
-    return split_frames(
-        frames[0], frames[1] if test else None, class_column, schema, seed, test_size
+    return frames[0], frames[1] if test else None
+
+
+def load_train_test(
+    train_path: str,
+    test_path: str | None,
+    class_column: str,
+    schema: FeatureSchema,
+    expected_hash: str,
+    seed: int,
+    test_size: float,
+    cv_folds: int | None = None,
+) -> TrainTest:
+    """Re-read a registered dataset and split it as its dataruns do."""
+    train, test = read_registered(train_path, test_path, class_column, expected_hash)
+    return split_frames(train, test, class_column, schema, seed, test_size, cv_folds)
+
+
+def load_all_rows(
+    train_path: str,
+    test_path: str | None,
+    class_column: str,
+    schema: FeatureSchema,
+    expected_hash: str,
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Every labelled row of a registered dataset (train and test part): for a final refit."""
+    train, test = read_registered(train_path, test_path, class_column, expected_hash)
+    rows = train if test is None else pd.concat([train, test], ignore_index=True)
+    return rows[list(schema.columns)].reset_index(drop=True), rows[class_column].reset_index(
+        drop=True
     )

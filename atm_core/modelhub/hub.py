@@ -65,6 +65,9 @@ class DatarunOptions:
     score_target: str = "cv"
     seed: int = 0
     test_size: float = 0.3
+    time_limit: float | None = None
+    warm_start: bool = True
+    cv_folds: int | None = None
     description: str | None = None
 
 
@@ -232,6 +235,9 @@ class ModelHub:
             score_target=ScoreTarget(options.score_target),
             seed=options.seed,
             test_size=options.test_size,
+            time_limit=options.time_limit,
+            warm_start=options.warm_start,
+            cv_folds=options.cv_folds,
             run_key=run_key,
             status=DatarunStatus.PENDING,
         )
@@ -392,6 +398,7 @@ class ModelHub:
             k_window=datarun.k_window,
             r_minimum=datarun.r_minimum,
             gridding=datarun.gridding,
+            warm_start=datarun.warm_start,
         )
 
     def search_history(self, datarun_id: int) -> list[Partition]:
@@ -512,6 +519,13 @@ class ModelHub:
             lambda session: claims.mark_exhausted(session, hyperpartition_ids),
             "marking exhausted hyperpartitions",
         )
+
+    def classifier_count(self, datarun_id: int) -> int:
+        """How many classifier rows the datarun has (its spent classifier budget)."""
+        with self.transaction() as session:
+            return session.scalar(
+                select(func.count(Classifier.id)).where(Classifier.datarun_id == datarun_id)
+            ) or 0
 
     def running_count(self, datarun_id: int) -> int:
         with self.transaction() as session:

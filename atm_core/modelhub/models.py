@@ -11,7 +11,18 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Enum, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -120,6 +131,11 @@ class Datarun(Base):
     metric: Mapped[str] = mapped_column(String(30))
     score_target: Mapped[ScoreTarget] = mapped_column(_enum(ScoreTarget, "score_target"))
     seed: Mapped[int] = mapped_column(Integer, default=0)
+    # Search policy: seconds one classifier may run (None: derived from the budget, 0: none),
+    # each method's default configuration first, CV folds (None: by data size).
+    time_limit: Mapped[float | None] = mapped_column(Float)
+    warm_start: Mapped[bool] = mapped_column(Boolean, default=True)
+    cv_folds: Mapped[int | None] = mapped_column(Integer)
     test_size: Mapped[float] = mapped_column(Float, default=0.3)
     # Who created the datarun (e.g. a Prefect flow run id): re-running that creator finds it again.
     run_key: Mapped[str | None] = mapped_column(String(200), index=True)

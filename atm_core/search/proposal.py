@@ -34,6 +34,7 @@ class SearchConfig:
     k_window: int = 3
     r_minimum: int = 2
     gridding: int = 0
+    warm_start: bool = False
 
 
 @dataclass
@@ -71,7 +72,9 @@ def propose(partitions: list[Partition], config: SearchConfig) -> ProposalOutcom
     ]
     candidates = {p.id: p for p in partitions if p.id not in exhausted}
     while candidates:
-        chosen = _select(list(candidates.values()), config)
+        chosen = _untried_method(partitions, candidates) if config.warm_start else None
+        if chosen is None:
+            chosen = _select(list(candidates.values()), config)
         values = _tune(candidates[chosen], spaces[chosen], config)
         if values is None:
             exhausted.append(chosen)
@@ -80,6 +83,19 @@ def propose(partitions: list[Partition], config: SearchConfig) -> ProposalOutcom
         spec = candidates[chosen].spec
         return ProposalOutcome(Proposal(chosen, spec.fixed_values() | values), exhausted)
     return ProposalOutcome(None, exhausted)
+
+
+def _untried_method(partitions: list[Partition], candidates: dict[int, Partition]) -> int | None:
+    """Warm start: the first open partition of the first method nothing was tried with yet.
+
+    Methods come in the datarun's order and a partition's first configuration is its default
+    (when the catalogue declares one), so a datarun starts with each method's default model.
+    """
+    tried = {p.spec.method for p in partitions if p.trials}
+    for partition in partitions:
+        if partition.spec.method not in tried and partition.id in candidates:
+            return partition.id
+    return None
 
 
 def _distinct_tried(partition: Partition, space: TuningSpace) -> int:

@@ -1,0 +1,278 @@
+"""The datarun search policy: time limits, warm start, the default portfolio, CV folds by
+size, threads per fit, the final refit and extra worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from baytune.selection.selector import Selector
+
+from atm_core.api import ATM
+from atm_core.data.split import folds_for
+from atm_core.dataruns import (
+    PORTFOLIO,
+    SMALL_DATA_PORTFOLIO,
+    DatarunRequest,
+    enter_data,
+)
+from atm_core.errors import ConfigError
+from atm_core.isolation import ChildFailed, TimeLimitExceeded, fit_threads, run_isolated
+from atm_core.modelhub import ModelHub
+from atm_core.modelhub.models import ClassifierStatus, DatarunStatus, utcnow
+from atm_core.search.proposal import propose
+from atm_core.worker import Reporter, Worker, classifier_time_limit
+
+SLOW_METHOD = textwrap.dedent(
+    """
+    import time
+    from sklearn.tree import DecisionTreeClassifier
+
+    class SleepyTree(DecisionTreeClassifier):
+        def __init__(self, max_depth=None, sleep=0.0):
+            super().__init__(max_depth=max_depth)
+            self.sleep = sleep
+
+        def fit(self, X, y, **kwargs):
+            time.sleep(self.sleep)
+            return super().fit(X, y, **kwargs)
+    """
+)
+
+
+def slow_method(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sleep: float) -> str:
+    """A method whose every fit sleeps ``sleep`` seconds (a stand-in for a very slow model)."""
+    (tmp_path / "sleepy_module.py").write_text(SLOW_METHOD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = tmp_path / "sleepy.json"
+    path.write_text(
+        json.dumps(
+            {
+                "name": "sleepy",
+                "class": "sleepy_module.SleepyTree",
+                "hyperparameters": {
+                    "max_depth": {"type": "int", "range": [1, 8]},
+                    "sleep": {"type": "float_cat", "values": [sleep]},
+                },
+                "root_hyperparameters": ["max_depth", "sleep"],
+            }
+        )
+    )
+    return str(path)
+
+
+# -- isolation ---------------------------------------------------------------------------------
+def test_run_isolated_returns_the_result_and_stops_a_slow_call() -> None:
+    assert run_isolated(lambda: {"answer": 42}, 10) == {"answer": 42}
+    started = time.monotonic()
+    with pytest.raises(TimeLimitExceeded, match=r"stopped after 0\.5 s"):
+        run_isolated(lambda: time.sleep(30), 0.5)
+    assert time.monotonic() - started < 5
+
+
+def test_run_isolated_reports_errors_and_dead_children() -> None:
+    def fails():
+        raise ValueError("broken estimator")
+
+    with pytest.raises(ChildFailed, match="ValueError: broken estimator"):
+        run_isolated(fails, 10)
+    with pytest.raises(ChildFailed, match="exit code -9"):
+        run_isolated(lambda: os.kill(os.getpid(), 9), 10)
+
+
+def test_fit_threads_limits_openmp_in_forked_children() -> None:
+    from threadpoolctl import threadpool_info
+
+    def openmp_threads() -> list[int]:
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp"]
+
+    import sklearn.ensemble  # noqa: F401  (loads scikit-learn's OpenMP runtime)
+
+    with fit_threads(1):
+        inside = run_isolated(openmp_threads, 10)
+    assert inside and set(inside) == {1}
+
+
+# -- time limits ------------------------------------------------------------------------------
+def test_a_fit_over_the_time_limit_is_errored_and_the_worker_goes_on(
+    sqlite_hub: ModelHub, pollution_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sleepy = slow_method(tmp_path, monkeypatch, sleep=5.0)
+    datarun_id = (
+        enter_data(
+            sqlite_hub,
+            DatarunRequest(pollution_path, methods=[sleepy, "dt"], budget=4, time_limit=1.0),
+        )
+        .dataruns[0]
+        .id
+    )
+    started = time.monotonic()
+    Worker(sqlite_hub).run()
+    assert time.monotonic() - started < 30  # nobody waited for a 5 s x 6 fits classifier
+    rows = sqlite_hub.classifiers(datarun_id)
+    assert len(rows) == 4
+    partitions = {hp.id: hp.method for hp in sqlite_hub.hyperpartitions(datarun_id)}
+    for row in rows:
+        if partitions[row.hyperpartition_id] == "sleepy":
+            assert row.status == ClassifierStatus.ERRORED
+            assert row.error_message.startswith("time limit: stopped after 1.0 s")
+        else:
+            assert row.status == ClassifierStatus.COMPLETE
+    assert sqlite_hub.get_datarun(datarun_id).status == DatarunStatus.COMPLETE
+
+
+def test_default_time_limit_follows_the_budget(sqlite_hub: ModelHub, pollution_path: str) -> None:
+    def datarun(**options):
+        return enter_data(sqlite_hub, DatarunRequest(pollution_path, **options)).dataruns[0]
+
+    assert classifier_time_limit(datarun(budget=10)) == 600
+    assert classifier_time_limit(datarun(budget=10, time_limit=0)) is None
+    assert classifier_time_limit(datarun(budget=10, time_limit=7)) == 7
+    walltime = datarun(budget_type="walltime", budget=8)
+    assert classifier_time_limit(walltime) == pytest.approx(120)  # a quarter of 8 minutes
+    short = datarun(budget_type="walltime", budget=1)
+    walltime_started = utcnow() - timedelta(seconds=50)
+    short.start_time = walltime_started
+    assert classifier_time_limit(short) == pytest.approx(10, abs=0.5)  # 10 s left of 60
+    deadline = datarun(deadline=datetime.now(UTC) + timedelta(seconds=30))
+    assert classifier_time_limit(deadline) == pytest.approx(30, abs=1)
+
+
+def test_walltime_datarun_ends_on_time(
+    sqlite_hub: ModelHub, pollution_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slow fits are cut at the datarun's end, so a walltime budget is kept to the second."""
+    sleepy = slow_method(tmp_path, monkeypatch, sleep=0.4)
+    deadline = datetime.now(UTC) + timedelta(seconds=8)
+    datarun_id = (
+        enter_data(
+            sqlite_hub,
+            DatarunRequest(pollution_path, methods=[sleepy], budget=100, deadline=deadline),
+        )
+        .dataruns[0]
+        .id
+    )
+    Worker(sqlite_hub).run()
+    datarun = sqlite_hub.get_datarun(datarun_id)
+    assert datarun.status == DatarunStatus.COMPLETE
+    assert datarun.end_time <= datarun.deadline + timedelta(seconds=1.5)
+    assert any(c.status == ClassifierStatus.COMPLETE for c in sqlite_hub.classifiers(datarun_id))
+
+
+def test_time_limit_must_not_be_negative(sqlite_hub: ModelHub, pollution_path: str) -> None:
+    with pytest.raises(ConfigError, match="time_limit"):
+        enter_data(sqlite_hub, DatarunRequest(pollution_path, time_limit=-1))
+    assert sqlite_hub.dataruns() == []
+
+
+# -- warm start and the default portfolio ------------------------------------------------------
+def test_warm_start_tries_each_method_default_first(sqlite_hub: ModelHub, iris_path: str) -> None:
+    entered = enter_data(
+        sqlite_hub, DatarunRequest(iris_path, methods=["hgb", "logreg", "knn"], budget=3)
+    )
+    Worker(sqlite_hub).run()
+    rows = sqlite_hub.classifiers(entered.dataruns[0].id)
+    partitions = {hp.id: hp for hp in sqlite_hub.hyperpartitions(entered.dataruns[0].id)}
+    assert [partitions[r.hyperpartition_id].method for r in rows] == ["hgb", "logreg", "knn"]
+    hgb, logreg, knn = (r.hyperparameters_values for r in rows)
+    assert hgb["learning_rate"] == 0.1 and hgb["max_leaf_nodes"] == 31
+    assert logreg["C"] == 1.0 and logreg["solver"] == "lbfgs"
+    assert knn["n_neighbors"] == 5 and knn["weights"] == "uniform"
+
+
+class LastChoice(Selector):
+    """A selector that always takes the last candidate: makes the selector's turn visible."""
+
+    def select(self, choice_scores):
+        return sorted(choice_scores)[-1]
+
+
+def test_without_warm_start_the_selector_decides(sqlite_hub: ModelHub, iris_path: str) -> None:
+    def first_method(warm_start: bool) -> str:
+        entered = enter_data(
+            sqlite_hub,
+            DatarunRequest(
+                iris_path,
+                methods=["hgb", "logreg"],
+                budget=1,
+                warm_start=warm_start,
+                selector=f"{__name__}:LastChoice",
+            ),
+        )
+        datarun_id = entered.dataruns[0].id
+        partitions = sqlite_hub.search_history(datarun_id)
+        config = sqlite_hub.search_config(sqlite_hub.get_datarun(datarun_id))
+        chosen = propose(partitions, config).proposal.hyperpartition_id
+        return {p.id: p.spec.method for p in partitions}[chosen]
+
+    assert first_method(warm_start=True) == "hgb"  # the portfolio's first method
+    assert first_method(warm_start=False) == "logreg"  # whatever the selector picks
+
+
+def test_default_portfolio_by_data_size(
+    sqlite_hub: ModelHub, pollution_path: str, tmp_path: Path
+) -> None:
+    small = enter_data(sqlite_hub, DatarunRequest(pollution_path))
+    assert list(small.partitions_per_method) == [*PORTFOLIO, *SMALL_DATA_PORTFOLIO]
+    big = pd.DataFrame({"x": range(12_000), "class": [i % 2 for i in range(12_000)]})
+    big.to_csv(tmp_path / "big.csv", index=False)
+    large = enter_data(sqlite_hub, DatarunRequest(str(tmp_path / "big.csv")))
+    assert list(large.partitions_per_method) == list(PORTFOLIO)
+
+
+def test_cv_folds_by_size_and_on_request(sqlite_hub: ModelHub, iris_path: str) -> None:
+    assert [folds_for(n) for n in (100, 20_000, 20_001, 100_000, 100_001)] == [5, 5, 3, 3, 2]
+    assert folds_for(1_000_000, requested=4) == 4
+    entered = enter_data(
+        sqlite_hub, DatarunRequest(iris_path, methods=["dt"], budget=1, cv_folds=3)
+    )
+    Worker(sqlite_hub).run()
+    [row] = sqlite_hub.classifiers(entered.dataruns[0].id)
+    metrics = sqlite_hub.load_metrics(row.id)
+    assert (metrics["split"] == "cv").sum() == 3
+    with pytest.raises(ConfigError, match="cv_folds"):
+        enter_data(sqlite_hub, DatarunRequest(iris_path, cv_folds=1))
+
+
+# -- the model to deploy, and more workers ------------------------------------------------------
+def test_refit_best_model_uses_every_row(tmp_path: Path, iris_path: str) -> None:
+    atm = ATM(f"sqlite:///{tmp_path / 'atm.db'}", str(tmp_path / "artifacts"))
+    result = atm.run(iris_path, methods=["knn"], budget=2)
+    stored = result.load_best_model()
+    refit = result.refit_best_model()
+    frame = pd.read_csv(iris_path)
+    assert stored.named_steps["estimator"].n_samples_fit_ < len(frame)
+    assert refit.named_steps["estimator"].n_samples_fit_ == len(frame)
+    path = result.export_best_classifier(tmp_path / "final.pkl", refit=True)
+    import pickle
+
+    exported = pickle.loads(path.read_bytes())
+    assert exported.named_steps["estimator"].n_samples_fit_ == len(frame)
+    assert (exported.predict(frame) == refit.predict(frame)).all()
+
+
+def test_run_with_extra_worker_processes(
+    tmp_path: Path, pollution_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``workers=2``: a second `atm worker` process shares the datarun (and the budget)."""
+    sleepy = slow_method(tmp_path, monkeypatch, sleep=0.2)  # >= 1.2 s per classifier
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the helper process imports it too
+    atm = ATM(f"sqlite:///{tmp_path / 'atm.db'}", str(tmp_path / "artifacts"), poll_seconds=0.2)
+
+    class Count(Reporter):
+        finished = 0
+
+        def classifier_finished(self, result) -> None:
+            Count.finished += 1
+
+    result = atm.run(pollution_path, methods=[sleepy], budget=8, workers=2, reporter=Count())
+    rows = atm.hub.classifiers(result.id)
+    assert len(rows) == 8 and {r.status for r in rows} == {ClassifierStatus.COMPLETE}
+    assert result.datarun.status == DatarunStatus.COMPLETE
+    assert 0 < Count.finished < 8  # this process trained some, the helper process the rest
