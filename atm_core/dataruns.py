@@ -127,7 +127,9 @@ def validate_options(request: DatarunRequest) -> tuple[DatarunOptions, list[Meth
             f"time_limit must be a number of seconds >= 0, got {request.time_limit!r}"
         )
     if request.cv_folds is not None:
-        _check_int("cv_folds", request.cv_folds, minimum=2)
+        _check_int("cv_folds", request.cv_folds, minimum=0)
+        if request.cv_folds == 1:
+            raise ConfigError("cv_folds must be 0 (a holdout instead of CV) or at least 2")
     if not 0 < request.test_size < 1:
         raise ConfigError(f"test_size must be between 0 and 1, got {request.test_size}")
     options = DatarunOptions(

@@ -3,9 +3,9 @@
 Binary problems use accuracy, cohen_kappa, f1, roc_auc, ap and mcc (the positive class is the
 second label in sorted order, as in scikit-learn). Multiclass problems use accuracy,
 rank_accuracy, cohen_kappa, f1_micro, f1_macro, roc_auc_micro and roc_auc_macro; ``f1`` and
-``roc_auc`` mean their macro forms there. The judgment metric is the chosen metric's 5-fold
-stratified CV mean (``cv``), its value on the held-out test part (``test``) or the CV mean minus
-two standard deviations (``mu_sigma``).
+``roc_auc`` mean their macro forms there. The judgment metric is the chosen metric's stratified
+CV mean (``cv``; on large data, its value on a holdout from the training part), its value on the
+held-out test part (``test``) or the CV mean minus two standard deviations (``mu_sigma``).
 """
 
 from __future__ import annotations
@@ -29,11 +29,13 @@ from sklearn.metrics import (
     matthews_corrcoef,
     roc_auc_score,
 )
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from atm_core.data.split import TrainTest
 from atm_core.errors import ConfigError
 
+# On large data (no CV folds) the share of the training part held out to judge each classifier.
+HOLDOUT_SHARE = 0.2
 BINARY_METRICS = ("accuracy", "cohen_kappa", "f1", "roc_auc", "ap", "mcc")
 MULTICLASS_METRICS = (
     "accuracy",
@@ -173,8 +175,14 @@ class Evaluation:
 def evaluate(
     make_model: Callable[[], ClassifierMixin], data: TrainTest, metric: str, seed: int
 ) -> Evaluation:
-    """Cross-validate on the training part, refit on all of it, score on the test part."""
-    classes = data.classes
+    """Cross-validate on the training part, refit on all of it, score on the test part.
+
+    With ``data.n_folds == 0`` (large data) a single fit replaces the ``k + 1``: the model is
+    fitted on a stratified share of the training part, judged on the rest of it (one "cv"
+    row, standard deviation 0) and scored on the untouched test part.
+    """
+    if not data.n_folds:
+        return _evaluate_on_holdout(make_model, data, metric, seed)
     rows: list[dict[str, Any]] = []
     folds = StratifiedKFold(n_splits=data.n_folds, shuffle=True, random_state=seed)
     for index, (train_idx, valid_idx) in enumerate(folds.split(data.X_train, data.y_train)):
@@ -182,15 +190,41 @@ def evaluate(
             make_model,
             data.X_train.iloc[train_idx],
             data.y_train.iloc[train_idx],
-            data.X_train.iloc[valid_idx],
-            data.y_train.iloc[valid_idx],
-            classes,
+            [(data.X_train.iloc[valid_idx], data.y_train.iloc[valid_idx])],
+            data.classes,
         )
-        rows.append({"split": "cv", "fold": index, **row})
-    model, row = _fit_and_score(
-        make_model, data.X_train, data.y_train, data.X_test, data.y_test, classes
+        rows.append({"split": "cv", "fold": index, **row[0]})
+    model, [row] = _fit_and_score(
+        make_model, data.X_train, data.y_train, [(data.X_test, data.y_test)], data.classes
     )
     rows.append({"split": "test", "fold": -1, **row})
+    return _judged(model, rows, metric)
+
+
+def _evaluate_on_holdout(
+    make_model: Callable[[], ClassifierMixin], data: TrainTest, metric: str, seed: int
+) -> Evaluation:
+    fit_idx, valid_idx = train_test_split(
+        np.arange(len(data.y_train)),
+        test_size=HOLDOUT_SHARE,
+        random_state=seed,
+        stratify=data.y_train,
+    )
+    model, (valid_row, test_row) = _fit_and_score(
+        make_model,
+        data.X_train.iloc[fit_idx],
+        data.y_train.iloc[fit_idx],
+        [
+            (data.X_train.iloc[valid_idx], data.y_train.iloc[valid_idx]),
+            (data.X_test, data.y_test),
+        ],
+        data.classes,
+    )
+    rows = [{"split": "cv", "fold": 0, **valid_row}, {"split": "test", "fold": -1, **test_row}]
+    return _judged(model, rows, metric)
+
+
+def _judged(model: ClassifierMixin, rows: list[dict[str, Any]], metric: str) -> Evaluation:
     frame = pd.DataFrame(rows)
     cv_values = frame.loc[frame["split"] == "cv", metric].to_numpy(dtype=float)
     test_value = float(frame.loc[frame["split"] == "test", metric].iloc[0])
@@ -212,17 +246,21 @@ def _fit_and_score(
     make_model: Callable[[], ClassifierMixin],
     X_fit: pd.DataFrame,
     y_fit: pd.Series,
-    X_eval: pd.DataFrame,
-    y_eval: pd.Series,
+    evaluations: list[tuple[pd.DataFrame, pd.Series]],
     classes: list,
-) -> tuple[ClassifierMixin, dict[str, float]]:
+) -> tuple[ClassifierMixin, list[dict[str, float]]]:
+    """Fit once, then score on each (X, y) pair; fit time is reported on every row."""
     model = make_model()
     started = time.perf_counter()
     model.fit(X_fit, y_fit)
-    fitted = time.perf_counter()
-    predictions = model.predict(X_eval)
-    scores = class_scores(model, X_eval, classes)
-    row = compute_metrics(y_eval, predictions, scores, classes)
-    row["fit_seconds"] = fitted - started
-    row["predict_seconds"] = time.perf_counter() - fitted
-    return model, row
+    fit_seconds = time.perf_counter() - started
+    rows = []
+    for X_eval, y_eval in evaluations:
+        predicted = time.perf_counter()
+        predictions = model.predict(X_eval)
+        scores = class_scores(model, X_eval, classes)
+        row = compute_metrics(y_eval, predictions, scores, classes)
+        row["fit_seconds"] = fit_seconds
+        row["predict_seconds"] = time.perf_counter() - predicted
+        rows.append(row)
+    return model, rows

@@ -319,6 +319,9 @@ def train_classifier(
                     n_jobs=hub.settings.threads,
                 )
 
+            # Built once here first, so that the estimator's modules are imported by the worker
+            # and inherited by every forked fit instead of being imported again in each child.
+            make_model()
             with fit_threads(hub.settings.threads):
                 evaluation, blob = run_isolated(
                     lambda: fit_and_serialize(make_model, data, result.metric, datarun.seed),

@@ -256,6 +256,7 @@ def test_upgrade_merges_duplicate_datasets(database_url: str, tmp_path: Path) ->
         "metric": "f1", "score_target": "cv", "seed": 0, "test_size": 0.3,
         "status": "pending", "created_at": datetime(2026, 1, 1),
     }  # fmt: skip
+
     def at_0001(name: str, values: dict):
         """Insert only the columns revision 0001 had (today's models have more)."""
         columns = [sa.column(key, Base.metadata.tables[name].c[key].type) for key in values]

@@ -103,25 +103,28 @@ def test_fit_threads_limits_openmp_in_forked_children() -> None:
 def test_a_fit_over_the_time_limit_is_errored_and_the_worker_goes_on(
     sqlite_hub: ModelHub, pollution_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sleepy = slow_method(tmp_path, monkeypatch, sleep=5.0)
+    """Limits wide enough for a slow machine: a real fit needs far less than 10 s, a sleepy
+    classifier (6 fits of 60 s) six minutes."""
+    sleepy = slow_method(tmp_path, monkeypatch, sleep=60.0)
     datarun_id = (
         enter_data(
             sqlite_hub,
-            DatarunRequest(pollution_path, methods=[sleepy, "dt"], budget=4, time_limit=1.0),
+            DatarunRequest(pollution_path, methods=[sleepy, "dt"], budget=3, time_limit=10.0),
         )
         .dataruns[0]
         .id
     )
-    started = time.monotonic()
     Worker(sqlite_hub).run()
-    assert time.monotonic() - started < 30  # nobody waited for a 5 s x 6 fits classifier
     rows = sqlite_hub.classifiers(datarun_id)
-    assert len(rows) == 4
+    assert len(rows) == 3
     partitions = {hp.id: hp.method for hp in sqlite_hub.hyperpartitions(datarun_id)}
+    assert {partitions[row.hyperpartition_id] for row in rows} == {"sleepy", "dt"}
     for row in rows:
         if partitions[row.hyperpartition_id] == "sleepy":
             assert row.status == ClassifierStatus.ERRORED
-            assert row.error_message.startswith("time limit: stopped after 1.0 s")
+            assert row.error_message.startswith("time limit: stopped after 10.0 s")
+            # stopped inside its first 60 s fit
+            assert (row.end_time - row.start_time).total_seconds() < 60
         else:
             assert row.status == ClassifierStatus.COMPLETE
     assert sqlite_hub.get_datarun(datarun_id).status == DatarunStatus.COMPLETE
@@ -147,13 +150,14 @@ def test_default_time_limit_follows_the_budget(sqlite_hub: ModelHub, pollution_p
 def test_walltime_datarun_ends_on_time(
     sqlite_hub: ModelHub, pollution_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Slow fits are cut at the datarun's end, so a walltime budget is kept to the second."""
-    sleepy = slow_method(tmp_path, monkeypatch, sleep=0.4)
-    deadline = datetime.now(UTC) + timedelta(seconds=8)
+    """A fit running at the datarun's end is cut there: the sleepy classifier (6 fits of 60 s)
+    that follows dt's default ends at the deadline, not six minutes later."""
+    sleepy = slow_method(tmp_path, monkeypatch, sleep=60.0)
+    deadline = datetime.now(UTC) + timedelta(seconds=20)
     datarun_id = (
         enter_data(
             sqlite_hub,
-            DatarunRequest(pollution_path, methods=[sleepy], budget=100, deadline=deadline),
+            DatarunRequest(pollution_path, methods=["dt", sleepy], budget=100, deadline=deadline),
         )
         .dataruns[0]
         .id
@@ -161,8 +165,13 @@ def test_walltime_datarun_ends_on_time(
     Worker(sqlite_hub).run()
     datarun = sqlite_hub.get_datarun(datarun_id)
     assert datarun.status == DatarunStatus.COMPLETE
-    assert datarun.end_time <= datarun.deadline + timedelta(seconds=1.5)
-    assert any(c.status == ClassifierStatus.COMPLETE for c in sqlite_hub.classifiers(datarun_id))
+    assert datarun.end_time <= datarun.deadline + timedelta(seconds=10)
+    rows = sqlite_hub.classifiers(datarun_id)
+    partitions = {hp.id: hp.method for hp in sqlite_hub.hyperpartitions(datarun_id)}
+    assert any(c.status == ClassifierStatus.COMPLETE for c in rows)
+    [cut] = [c for c in rows if partitions[c.hyperpartition_id] == "sleepy"]
+    assert cut.status == ClassifierStatus.ERRORED
+    assert cut.error_message.startswith("time limit")
 
 
 def test_time_limit_must_not_be_negative(sqlite_hub: ModelHub, pollution_path: str) -> None:
@@ -227,7 +236,7 @@ def test_default_portfolio_by_data_size(
 
 
 def test_cv_folds_by_size_and_on_request(sqlite_hub: ModelHub, iris_path: str) -> None:
-    assert [folds_for(n) for n in (100, 20_000, 20_001, 100_000, 100_001)] == [5, 5, 3, 3, 2]
+    assert [folds_for(n) for n in (100, 10_000, 10_001, 30_000, 30_001)] == [5, 5, 3, 3, 0]
     assert folds_for(1_000_000, requested=4) == 4
     entered = enter_data(
         sqlite_hub, DatarunRequest(iris_path, methods=["dt"], budget=1, cv_folds=3)
@@ -238,6 +247,23 @@ def test_cv_folds_by_size_and_on_request(sqlite_hub: ModelHub, iris_path: str) -
     assert (metrics["split"] == "cv").sum() == 3
     with pytest.raises(ConfigError, match="cv_folds"):
         enter_data(sqlite_hub, DatarunRequest(iris_path, cv_folds=1))
+
+
+def test_large_data_is_judged_on_a_holdout(sqlite_hub: ModelHub, iris_path: str) -> None:
+    """cv_folds 0 (the default beyond 30,000 training rows): one fit, judged on a holdout from
+    the training part; the test part is scored by the same model and not used to judge."""
+    entered = enter_data(
+        sqlite_hub, DatarunRequest(iris_path, methods=["dt"], budget=1, cv_folds=0)
+    )
+    Worker(sqlite_hub).run()
+    [row] = sqlite_hub.classifiers(entered.dataruns[0].id)
+    metrics = sqlite_hub.load_metrics(row.id)
+    assert list(metrics["split"]) == ["cv", "test"]
+    assert row.cv_judgment_metric_stdev == 0.0
+    assert row.cv_judgment_metric == metrics.loc[metrics["split"] == "cv", "f1_macro"].item()
+    assert row.test_judgment_metric == metrics.loc[metrics["split"] == "test", "f1_macro"].item()
+    # one fit: both rows report the same fit time
+    assert metrics["fit_seconds"].nunique() == 1
 
 
 # -- the model to deploy, and more workers ------------------------------------------------------

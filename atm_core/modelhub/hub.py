@@ -523,9 +523,12 @@ class ModelHub:
     def classifier_count(self, datarun_id: int) -> int:
         """How many classifier rows the datarun has (its spent classifier budget)."""
         with self.transaction() as session:
-            return session.scalar(
-                select(func.count(Classifier.id)).where(Classifier.datarun_id == datarun_id)
-            ) or 0
+            return (
+                session.scalar(
+                    select(func.count(Classifier.id)).where(Classifier.datarun_id == datarun_id)
+                )
+                or 0
+            )
 
     def running_count(self, datarun_id: int) -> int:
         with self.transaction() as session:

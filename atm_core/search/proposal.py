@@ -137,7 +137,8 @@ def _tune(partition: Partition, space: TuningSpace, config: SearchConfig) -> dic
         tuner = UniformTuner(space.tunable)
     if scored:
         tuner.record([space.encode(t.values) for t in scored], [float(t.score) for t in scored])
-    unscored = [t for t in partition.trials if t not in scored]
+    scored_ids = {id(t) for t in scored}
+    unscored = [t for t in partition.trials if id(t) not in scored_ids]
     if unscored and hasattr(tuner, "_trials_set"):
         # baytune only de-duplicates against recorded trials; errored and in-flight ones count too.
         taken = space.tunable.transform([space.encode(t.values) for t in unscored])
