@@ -183,6 +183,7 @@ def evaluate(
     """
     if not data.n_folds:
         return _evaluate_on_holdout(make_model, data, metric, seed)
+    classes = data.classes
     rows: list[dict[str, Any]] = []
     folds = StratifiedKFold(n_splits=data.n_folds, shuffle=True, random_state=seed)
     for index, (train_idx, valid_idx) in enumerate(folds.split(data.X_train, data.y_train)):
@@ -191,11 +192,11 @@ def evaluate(
             data.X_train.iloc[train_idx],
             data.y_train.iloc[train_idx],
             [(data.X_train.iloc[valid_idx], data.y_train.iloc[valid_idx])],
-            data.classes,
+            classes,
         )
         rows.append({"split": "cv", "fold": index, **row[0]})
     model, [row] = _fit_and_score(
-        make_model, data.X_train, data.y_train, [(data.X_test, data.y_test)], data.classes
+        make_model, data.X_train, data.y_train, [(data.X_test, data.y_test)], classes
     )
     rows.append({"split": "test", "fold": -1, **row})
     return _judged(model, rows, metric)

@@ -307,3 +307,18 @@ def test_a_class_with_one_example_cannot_be_split(tmp_path: Path) -> None:
     info, train, _ = inspect_dataset(str(tmp_path / "rare.csv"))
     with pytest.raises(DataError, match="'z' has a single example"):
         split_frames(train, None, "class", info.schema, seed=0, test_size=0.3)
+
+
+@pytest.mark.parametrize("cv_folds", [None, 0])
+def test_a_training_class_with_one_example_is_refused_for_folds_and_holdout(
+    tmp_path: Path, cv_folds: int | None
+) -> None:
+    """With a separate test file the training part may hold a class once: neither 5 folds nor
+    a stratified holdout can be made of it."""
+    (tmp_path / "train.csv").write_text("a,class\n1,x\n2,x\n3,y\n4,y\n5,z\n")
+    (tmp_path / "test.csv").write_text("a,class\n6,x\n7,y\n8,z\n")
+    info, train, test = inspect_dataset(
+        str(tmp_path / "train.csv"), test_path=str(tmp_path / "test.csv")
+    )
+    with pytest.raises(DataError, match="too few examples"):
+        split_frames(train, test, "class", info.schema, seed=0, test_size=0.3, cv_folds=cv_folds)

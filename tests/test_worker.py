@@ -326,26 +326,30 @@ def test_worker_limited_to_given_dataruns(sqlite_hub: ModelHub, pollution_path: 
 def test_walltime_budget_stops_starting_classifiers(
     sqlite_hub: ModelHub, pollution_path: str
 ) -> None:
-    """A 1-minute walltime budget of which 58 s are already spent."""
-    datarun_id = enter(sqlite_hub, pollution_path, methods=["dt"], budget_type="walltime", budget=1)
-    started = utcnow() - timedelta(seconds=58)
+    """A 2-minute walltime budget of which 90 s are already spent: classifiers start only
+    before its end; one still fitting at the end is stopped there, not left to finish."""
+    datarun_id = enter(sqlite_hub, pollution_path, methods=["dt"], budget_type="walltime", budget=2)
+    started = utcnow() - timedelta(seconds=90)
+    end = started + timedelta(minutes=2)
     set_datarun(sqlite_hub, datarun_id, status=DatarunStatus.RUNNING, start_time=started)
     recorder = Recorder()
-    began = time.monotonic()
     Worker(sqlite_hub, reporter=recorder).run()
-    assert time.monotonic() - began < 30
     classifiers = sqlite_hub.classifiers(datarun_id)
-    assert classifiers
-    assert all(c.start_time < started + timedelta(minutes=1) for c in classifiers)
-    assert all(c.status == ClassifierStatus.COMPLETE for c in classifiers)
-    assert sqlite_hub.get_datarun(datarun_id).status == DatarunStatus.COMPLETE
+    assert any(c.status == ClassifierStatus.COMPLETE for c in classifiers)
+    assert all(c.start_time < end for c in classifiers)
+    for cut in (c for c in classifiers if c.status != ClassifierStatus.COMPLETE):
+        assert cut.status == ClassifierStatus.ERRORED
+        assert cut.error_message.startswith("time limit")
+    datarun = sqlite_hub.get_datarun(datarun_id)
+    assert datarun.status == DatarunStatus.COMPLETE
+    assert datarun.end_time < end + timedelta(seconds=10)
     assert recorder.of("ended") == [("ended", datarun_id, "walltime budget has run out")]
 
 
 def test_deadline_stops_the_datarun(sqlite_hub: ModelHub, pollution_path: str) -> None:
     tomorrow = datetime.now(UTC) + timedelta(days=1)
     datarun_id = enter(sqlite_hub, pollution_path, methods=["dt"], budget=1000, deadline=tomorrow)
-    deadline = utcnow() + timedelta(seconds=1.5)  # moved closer, so the test stays short
+    deadline = utcnow() + timedelta(seconds=8)  # moved closer, so the test stays short
     set_datarun(sqlite_hub, datarun_id, deadline=deadline)
     recorder = Recorder()
     Worker(sqlite_hub, reporter=recorder).run()
@@ -361,8 +365,8 @@ def test_total_time_stops_the_worker_not_the_datarun(
 ) -> None:
     datarun_id = enter(sqlite_hub, pollution_path, methods=["dt"], budget=1000)
     began = time.monotonic()
-    Worker(sqlite_hub, total_time=0.02).run()  # 1.2 seconds
-    assert time.monotonic() - began < 20
+    Worker(sqlite_hub, total_time=0.1).run()  # 6 seconds
+    assert time.monotonic() - began < 60  # stopped long before its 1,000 classifiers
     count = len(sqlite_hub.classifiers(datarun_id))
     assert 0 < count < 1000
     assert sqlite_hub.running_count(datarun_id) == 0

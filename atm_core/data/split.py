@@ -68,7 +68,7 @@ def split_frames(
             raise DataError(f"cannot split {len(train)} rows into train and test: {exc}") from None
     smallest = int(train[class_column].value_counts().min())
     n_folds = min(folds_for(len(train), cv_folds), smallest)
-    if n_folds == 1:
+    if smallest < 2:  # neither folds nor a stratified holdout can be made
         raise DataError(
             "too few examples for cross-validation: the training part has a class with a single "
             "example; use a larger dataset or a separate test file"
