@@ -8,10 +8,11 @@ from typing import Any
 
 import pandas as pd
 
+from atm_core.data.dataset import FeatureSchema
 from atm_core.data.split import load_all_rows
 from atm_core.isolation import fit_threads
 from atm_core.modelhub.hub import ModelHub, judgment
-from atm_core.modelhub.models import BudgetType, utcnow
+from atm_core.modelhub.models import BudgetType, Classifier, Datarun, Hyperpartition, utcnow
 from atm_core.pipeline import build_pipeline
 
 
@@ -118,6 +119,23 @@ def summarize(hub: ModelHub, datarun_id: int) -> DatarunSummary:
     return summary
 
 
+def classifier_pipeline(
+    classifier: Classifier,
+    partition: Hyperpartition,
+    datarun: Datarun,
+    schema: FeatureSchema,
+    threads: int,
+) -> Any:
+    """The unfitted pipeline of a classifier's configuration, as its datarun fits it."""
+    return build_pipeline(
+        partition.estimator_class,
+        classifier.hyperparameters_values,
+        schema,
+        random_state=datarun.seed,
+        n_jobs=threads,
+    )
+
+
 def refit_model(hub: ModelHub, classifier_id: int) -> Any:
     """The classifier's configuration fitted on every labelled row of its dataset.
 
@@ -133,13 +151,7 @@ def refit_model(hub: ModelHub, classifier_id: int) -> Any:
     X, y = load_all_rows(
         dataset.train_path, dataset.test_path, dataset.class_column, schema, dataset.content_hash
     )
-    model = build_pipeline(
-        partition.estimator_class,
-        classifier.hyperparameters_values,
-        schema,
-        random_state=datarun.seed,
-        n_jobs=hub.settings.threads,
-    )
+    model = classifier_pipeline(classifier, partition, datarun, schema, hub.settings.threads)
     with fit_threads(hub.settings.threads):
         return model.fit(X, y)
 

@@ -34,8 +34,7 @@ from atm_core.modelhub.models import (
     HyperpartitionStatus,
     utcnow,
 )
-from atm_core.pipeline import build_pipeline
-from atm_core.results import write_leaderboard
+from atm_core.results import classifier_pipeline, write_leaderboard
 from atm_core.search.proposal import propose
 
 PROPOSAL_ATTEMPTS = 5
@@ -311,12 +310,8 @@ def train_classifier(
             schema = hub.schema_of(dataset)
 
             def make_model():
-                return build_pipeline(
-                    partition.estimator_class,
-                    classifier.hyperparameters_values,
-                    schema,
-                    random_state=datarun.seed,
-                    n_jobs=hub.settings.threads,
+                return classifier_pipeline(
+                    classifier, partition, datarun, schema, hub.settings.threads
                 )
 
             # Built once here first, so that the estimator's modules are imported by the worker
