@@ -86,6 +86,19 @@ def test_run_isolated_reports_errors_and_dead_children() -> None:
         run_isolated(lambda: os.kill(os.getpid(), 9), 10)
 
 
+def test_run_isolated_returns_large_results_whole_and_reaps_its_children() -> None:
+    from atm_core import isolation
+
+    big = bytes(range(256)) * 40_000  # 10 MB: many pipe reads after the length header
+    for _ in range(3):
+        assert run_isolated(lambda: big, 30) == big
+    deadline = time.monotonic() + 30
+    while isolation._EXITING and time.monotonic() < deadline:
+        time.sleep(0.05)
+        isolation._reap_finished()
+    assert not isolation._EXITING  # every child that sent its result was collected
+
+
 def test_fit_threads_limits_openmp_in_forked_children() -> None:
     from threadpoolctl import threadpool_info
 
