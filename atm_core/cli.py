@@ -16,6 +16,7 @@ from pathlib import Path
 from rich.console import Console
 
 from atm_core.errors import ATMError, DataError
+from atm_core.search import DEFAULT_SELECTOR, DEFAULT_TUNER
 from atm_core.settings import Settings, load_settings
 
 EXIT_USAGE = 2
@@ -62,11 +63,11 @@ def add_datarun_flags(parser: argparse.ArgumentParser, train_required: bool = Fa
     run.add_argument("--metric", default="f1")
     run.add_argument("--score-target", default="cv", help="cv, test or mu_sigma")
     run.add_argument(
-        "--tuner", default="uniform", help="uniform, gp, gp_ei, gcp, gp_eivel or file.py:Class"
+        "--tuner", default=DEFAULT_TUNER, help="uniform, gp, gp_ei, gcp, gp_eivel or file.py:Class"
     )
     run.add_argument(
         "--selector",
-        default="uniform",
+        default=DEFAULT_SELECTOR,
         help="uniform, ucb1, bestk, bestkvel, purebestkvel, recentk, recentkvel, hieralg "
         "or file.py:Class",
     )

@@ -24,6 +24,7 @@ from atm_core.evaluation import (
 )
 from atm_core.modelhub.hub import DatarunOptions, ModelHub
 from atm_core.modelhub.models import Datarun, utcnow
+from atm_core.search import DEFAULT_SELECTOR, DEFAULT_TUNER
 from atm_core.search.catalogue import Method, load_method
 from atm_core.search.hyperpartitions import HyperpartitionSpec, enumerate_hyperpartitions
 from atm_core.search.selectors import resolve_selector
@@ -41,7 +42,8 @@ ALL_METRICS = sorted({*BINARY_METRICS, *MULTICLASS_METRICS, *MULTICLASS_ALIASES}
 
 @dataclass
 class DatarunRequest:
-    """What ``atm enter_data`` is asked to create (the original flags, same defaults)."""
+    """What ``atm enter_data`` is asked to create: the original flags and defaults, except the
+    selector (``hieralg``, chosen by measurement) and the portfolio when no methods are named."""
 
     train_path: str
     class_column: str = "class"
@@ -53,8 +55,8 @@ class DatarunRequest:
     deadline: str | datetime | None = None
     metric: str = "f1"
     score_target: str = "cv"
-    tuner: str = "uniform"
-    selector: str = "uniform"
+    tuner: str = DEFAULT_TUNER
+    selector: str = DEFAULT_SELECTOR
     r_minimum: int = 2
     k_window: int = 3
     gridding: int = 0

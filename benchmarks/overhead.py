@@ -1,6 +1,6 @@
 """Overhead and scale (issue #5): a raw scikit-learn loop vs `atm worker` vs the Prefect flow.
 
-    .venv/bin/python benchmarks/overhead.py                   # every section (~20 min)
+    .venv/bin/python benchmarks/overhead.py                   # every section (~15 min)
     .venv/bin/python benchmarks/overhead.py --sections first loop --datasets tiny \
         --backends sqlite-local                               # a quick look (~2 min)
 

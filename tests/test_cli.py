@@ -78,7 +78,7 @@ def test_enter_data_prints_partition_counts_and_summary(atm: Run, pollution_path
         f"Training data: {pollution_path}",
         "Test data: None",
         "Datarun ID: 1",
-        "Hyperpartition selection strategy: uniform",
+        "Hyperpartition selection strategy: hieralg",
         "Parameter tuning strategy: uniform",
         "Budget: 5 (classifier)",
     ):

@@ -39,6 +39,7 @@ from atm_core.modelhub.models import (
     ScoreTarget,
 )
 from atm_core.retry import retry
+from atm_core.search import DEFAULT_SELECTOR, DEFAULT_TUNER
 from atm_core.search.catalogue import ParamSpec
 from atm_core.search.hyperpartitions import HyperpartitionSpec
 from atm_core.search.proposal import Partition, SearchConfig, Trial
@@ -52,8 +53,8 @@ DATABASE_ERRORS = (OperationalError, InterfaceError, DisconnectionError)
 class DatarunOptions:
     """Everything a datarun is configured with (the flags of ``atm enter_data``)."""
 
-    selector: str = "uniform"
-    tuner: str = "uniform"
+    selector: str = DEFAULT_SELECTOR
+    tuner: str = DEFAULT_TUNER
     k_window: int = 3
     r_minimum: int = 2
     gridding: int = 0

@@ -18,6 +18,7 @@ from baytune.tuning import StopTuning, UniformTuner
 from baytune.tuning.tuners.base import BaseMetaModelTuner
 
 from atm_core.errors import SearchError
+from atm_core.search import DEFAULT_SELECTOR, DEFAULT_TUNER
 from atm_core.search.hyperpartitions import HyperpartitionSpec
 from atm_core.search.selectors import make_selector
 from atm_core.search.space import TuningSpace
@@ -29,8 +30,8 @@ MAX_DRAWS = 100
 
 @dataclass(frozen=True)
 class SearchConfig:
-    selector: str = "uniform"
-    tuner: str = "uniform"
+    selector: str = DEFAULT_SELECTOR
+    tuner: str = DEFAULT_TUNER
     k_window: int = 3
     r_minimum: int = 2
     gridding: int = 0
