@@ -14,15 +14,17 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
+
+from sklearn.base import clone
 
 from atm_core.artifacts import ArtifactStoreError, serialize_model
 from atm_core.data.split import TrainTest, load_train_test
 from atm_core.evaluation import Evaluation, evaluate, resolve_metric, silence_fit_warnings
-from atm_core.isolation import ChildFailed, TimeLimitExceeded, fit_threads, run_isolated
+from atm_core.isolation import ChildFailed, FitProcess, TimeLimitExceeded, fit_threads
 from atm_core.modelhub.claims import Claim, DuplicateProposal, Outcome, time_limit
 from atm_core.modelhub.hub import DATABASE_ERRORS, ModelHub, judgment
 from atm_core.modelhub.models import (
@@ -153,6 +155,24 @@ class Reporter:
     def infrastructure_back(self) -> None: ...
 
 
+_fit_processes = threading.local()
+
+
+def fit_process() -> FitProcess:
+    """This thread's fit process: one per worker thread, kept from one classifier to the next."""
+    process = getattr(_fit_processes, "process", None)
+    if process is None:
+        process = _fit_processes.process = FitProcess()
+    return process
+
+
+def close_fit_process() -> None:
+    """End this thread's fit process and reap it (a worker that is done leaves no child)."""
+    process = getattr(_fit_processes, "process", None)
+    if process is not None:
+        process.close(wait=True)
+
+
 class DataCache:
     """Each worker process reads and splits a dataset once, not once per classifier."""
 
@@ -247,10 +267,11 @@ def next_claim(hub: ModelHub, datarun_id: int, clock: Stopwatch | None = None) -
 
 
 def fit_and_serialize(
-    make_model: Callable[[], Any], data: TrainTest, metric: str, seed: int
+    data: TrainTest, template: Any, metric: str, seed: int
 ) -> tuple[Evaluation, bytes]:
-    """Cross-validate, refit and pickle: the part of a classifier a time limit may stop."""
-    evaluation = evaluate(make_model, data, metric, seed)
+    """Cross-validate, refit and pickle ``template``'s configuration (an unfitted pipeline):
+    the part of a classifier a time limit may stop, run in the worker's fit process."""
+    evaluation = evaluate(partial(clone, template), data, metric, seed)
     blob = serialize_model(evaluation.model)
     evaluation.model = None  # travels as the pickle only
     return evaluation, blob
@@ -309,18 +330,18 @@ def train_classifier(
             data = cache.get(hub, dataset, datarun)
             schema = hub.schema_of(dataset)
 
-            def make_model():
-                return classifier_pipeline(
-                    classifier, partition, datarun, schema, hub.settings.threads
-                )
-
-            # Built once here first, so that the estimator's modules are imported by the worker
-            # and inherited by every forked fit instead of being imported again in each child.
-            make_model()
+            # Built here, so that the estimator's modules are imported by the worker and
+            # inherited by the fit process it forks; the pipeline itself travels pickled.
+            template = classifier_pipeline(
+                classifier, partition, datarun, schema, hub.settings.threads
+            )
             with fit_threads(hub.settings.threads):
-                evaluation, blob = run_isolated(
-                    lambda: fit_and_serialize(make_model, data, result.metric, datarun.seed),
+                evaluation, blob = fit_process().run(
+                    fit_and_serialize,
+                    (template, result.metric, datarun.seed),
+                    data,
                     classifier_time_limit(datarun),
+                    hub.settings.threads,
                 )
             clock.lap("fit")
         except Exception as exc:
@@ -390,12 +411,15 @@ class Worker:
         """
         silence_fit_warnings()
         stop_at = utcnow() + timedelta(minutes=self.total_time) if self.total_time else None
-        while stop_at is None or utcnow() < stop_at:
-            try:
-                if not self._round():
-                    return
-            except INFRASTRUCTURE_ERRORS as exc:
-                self._wait_for_infrastructure(exc)
+        try:
+            while stop_at is None or utcnow() < stop_at:
+                try:
+                    if not self._round():
+                        return
+                except INFRASTRUCTURE_ERRORS as exc:
+                    self._wait_for_infrastructure(exc)
+        finally:
+            close_fit_process()
 
     def _round(self) -> bool:
         """One classifier of the most urgent datarun with work; False when none has any."""

@@ -99,6 +99,42 @@ def test_run_isolated_returns_large_results_whole_and_reaps_its_children() -> No
     assert not isolation._EXITING  # every child that sent its result was collected
 
 
+def _pid_rows_value(context: dict, value: int) -> tuple[int, int, int]:
+    return os.getpid(), context["rows"], value
+
+
+def _sleep_in_fit(context: dict, seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def _fail_in_fit(context: dict) -> None:
+    raise ValueError("broken estimator")
+
+
+def test_fit_process_keeps_one_child_per_dataset_and_replaces_a_stopped_one() -> None:
+    from atm_core.isolation import FitProcess
+
+    process = FitProcess()
+    data = {"rows": 3}
+    first = process.run(_pid_rows_value, (1,), data, 10)
+    second = process.run(_pid_rows_value, (2,), data, 10)
+    assert first[0] == second[0] != os.getpid()  # one child served both calls
+    assert first[1:] == (3, 1) and second[1:] == (3, 2)  # the data was inherited, not sent
+    with pytest.raises(ChildFailed, match="ValueError: broken estimator"):
+        process.run(_fail_in_fit, (), data, 10)
+    assert process.run(_pid_rows_value, (3,), data, 10)[0] == first[0]  # an error keeps it
+    with pytest.raises(TimeLimitExceeded):
+        process.run(_sleep_in_fit, (30,), data, 0.5)
+    third = process.run(_pid_rows_value, (4,), data, 10)
+    assert third[0] != first[0]  # the stopped child was replaced
+    fourth = process.run(_pid_rows_value, (5,), {"rows": 7}, 10)
+    assert fourth[0] != third[0] and fourth[1] == 7  # new data, new child
+    process.close(wait=True)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(fourth[0], os.WNOHANG)  # exited and reaped: no child left behind
+    assert process.run(_pid_rows_value, (6,), data, None)[0] == os.getpid()  # no limit
+
+
 def test_fit_threads_limits_openmp_in_forked_children() -> None:
     from threadpoolctl import threadpool_info
 
