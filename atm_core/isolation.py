@@ -112,18 +112,14 @@ class FitProcess:
             if child.stopped:
                 self._child = None
 
-    def close(self, wait: bool = False) -> None:
-        """End the child; ``wait`` reaps it now (its CPU time then counts as this process's
-        children's), else it is reaped later."""
+    def close(self) -> None:
+        """End the child and reap it (its CPU time counts as this process's children's)."""
         if self._child is not None:
-            self._child.release()
-            if wait:
-                self._child.wait_exit()
+            self._child.stop()
             self._child = None
 
 
 _HEADER = struct.Struct("!Q")
-_EXITING: set[int] = set()  # children that were let go and are exiting
 _PARENT_ENDS: set[int] = set()  # this process's ends of its live children's pipes
 
 
@@ -135,7 +131,6 @@ class _Child:
 
     @classmethod
     def fork(cls, context: object) -> _Child:
-        _reap_finished()
         request_reader, request_writer = os.pipe()
         reply_reader, reply_writer = os.pipe()
         pid = os.fork()
@@ -182,7 +177,7 @@ class _Child:
         return payload
 
     def stop(self) -> int:
-        """Kill the child and return its exit code."""
+        """Kill the child (idle or not), reap it and return its exit code."""
         self.stopped = True
         self._close_pipes()
         _kill(self.pid)
@@ -191,21 +186,9 @@ class _Child:
         except ChildProcessError:
             return -9
 
-    def release(self) -> None:
-        """End an idle child (killing it is safe: it waits for a request) and reap it later."""
-        self.stopped = True
-        self._close_pipes()
-        _kill(self.pid)
-        _EXITING.add(self.pid)
-
     def _close_pipes(self) -> None:
         _PARENT_ENDS.difference_update((self.requests, self.replies))
         _close(self.requests, self.replies)
-
-    def wait_exit(self) -> None:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
-        _EXITING.discard(self.pid)
 
 
 def _close(*fds: int) -> None:
@@ -237,17 +220,6 @@ def _receive(reader: int, deadline: float | None, seconds: float = 0) -> bytes |
         if expected is None and len(buffer) >= _HEADER.size:
             expected = _HEADER.size + _HEADER.unpack_from(buffer)[0]
     return bytes(buffer[_HEADER.size :])
-
-
-def _reap_finished() -> None:
-    """Collect the exit status of children that have finished exiting (no zombies pile up)."""
-    for pid in list(_EXITING):
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            done = pid
-        if done:
-            _EXITING.discard(pid)
 
 
 def _kill(pid: int) -> None:

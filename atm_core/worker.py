@@ -170,7 +170,7 @@ def close_fit_process() -> None:
     """End this thread's fit process and reap it (a worker that is done leaves no child)."""
     process = getattr(_fit_processes, "process", None)
     if process is not None:
-        process.close(wait=True)
+        process.close()
 
 
 class DataCache:

@@ -87,16 +87,13 @@ def test_run_isolated_reports_errors_and_dead_children() -> None:
 
 
 def test_run_isolated_returns_large_results_whole_and_reaps_its_children() -> None:
-    from atm_core import isolation
-
     big = bytes(range(256)) * 40_000  # 10 MB: many pipe reads after the length header
     for _ in range(3):
         assert run_isolated(lambda: big, 30) == big
-    deadline = time.monotonic() + 30
-    while isolation._EXITING and time.monotonic() < deadline:
-        time.sleep(0.05)
-        isolation._reap_finished()
-    assert not isolation._EXITING  # every child that sent its result was collected
+    child = run_isolated(os.getpid, 30)
+    assert child != os.getpid()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(child, os.WNOHANG)  # exited and reaped: no zombie left behind
 
 
 def _pid_rows_value(context: dict, value: int) -> tuple[int, int, int]:
@@ -129,7 +126,7 @@ def test_fit_process_keeps_one_child_per_dataset_and_replaces_a_stopped_one() ->
     assert third[0] != first[0]  # the stopped child was replaced
     fourth = process.run(_pid_rows_value, (5,), {"rows": 7}, 10)
     assert fourth[0] != third[0] and fourth[1] == 7  # new data, new child
-    process.close(wait=True)
+    process.close()
     with pytest.raises(ChildProcessError):
         os.waitpid(fourth[0], os.WNOHANG)  # exited and reaped: no child left behind
     assert process.run(_pid_rows_value, (6,), data, None)[0] == os.getpid()  # no limit
