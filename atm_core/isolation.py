@@ -14,6 +14,7 @@ worker, the copy-on-write faults it sets off in both processes and the child's e
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import pickle
@@ -22,6 +23,7 @@ import signal
 import struct
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from functools import cache
@@ -91,6 +93,7 @@ class FitProcess:
 
     def __init__(self) -> None:
         self._child: _Child | None = None
+        _LIVE.add(self)
 
     def run(
         self,
@@ -120,6 +123,17 @@ class FitProcess:
 
 
 _HEADER = struct.Struct("!Q")
+_LIVE: weakref.WeakSet[FitProcess] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    """At exit, end the fit processes of threads that never closed theirs (a flow's task
+    threads): they would exit by themselves, but unreaped, their CPU time unaccounted."""
+    for process in list(_LIVE):
+        process.close()
+
+
 _PARENT_ENDS: set[int] = set()  # this process's ends of its live children's pipes
 
 
