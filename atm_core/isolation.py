@@ -123,6 +123,7 @@ class FitProcess:
 
 
 _HEADER = struct.Struct("!Q")
+ORPHAN_CHECK_SECONDS = 5.0
 _LIVE: weakref.WeakSet[FitProcess] = weakref.WeakSet()
 
 
@@ -242,10 +243,18 @@ def _kill(pid: int) -> None:
 
 
 def _serve(context: object, requests: int, replies: int) -> None:
-    """The child: answer requests until the pipe closes; never returns."""
+    """The child: answer requests until the pipe closes or the worker is gone; never returns.
+
+    The pipe closes when the worker exits, unless another process inherited its end (a fork
+    by another thread at the wrong moment): the child also leaves once it is orphaned.
+    """
+    parent = os.getppid()
     try:
         while True:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C matters only during a fit
+            while not select.select([requests], [], [], ORPHAN_CHECK_SECONDS)[0]:
+                if os.getppid() != parent:
+                    return
             request = _receive(requests, None)
             if request is None:
                 return  # the worker let it go, or is gone

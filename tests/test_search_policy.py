@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import textwrap
 import time
 from datetime import UTC, datetime, timedelta
@@ -130,6 +132,41 @@ def test_fit_process_keeps_one_child_per_dataset_and_replaces_a_stopped_one() ->
     with pytest.raises(ChildProcessError):
         os.waitpid(fourth[0], os.WNOHANG)  # exited and reaped: no child left behind
     assert process.run(_pid_rows_value, (6,), data, None)[0] == os.getpid()  # no limit
+
+
+ORPHAN_SCRIPT = """
+import os, signal, sys, time
+from atm_core.isolation import FitProcess
+process = FitProcess()
+process.run(len, (), [1, 2], 10)
+holder = os.fork()
+if holder == 0:  # a process that holds the fit process's request pipe open
+    time.sleep(60)
+    os._exit(0)
+print(process._child.pid, holder, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # the worker dies without closing anything
+"""
+
+
+def test_a_fit_process_leaves_once_its_worker_is_gone(tmp_path: Path) -> None:
+    script = tmp_path / "orphan.py"
+    script.write_text(ORPHAN_SCRIPT)
+    output = tmp_path / "pids.txt"
+    with output.open("w") as out:  # a file, not a pipe: the holder keeps its stdout open
+        subprocess.run([sys.executable, str(script)], stdout=out, timeout=60, check=False)
+    child, holder = map(int, output.read_text().split())
+
+    def running() -> bool:  # an exited orphan may stay a zombie until init reaps it
+        try:
+            return Path(f"/proc/{child}/stat").read_text().split(")")[-1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 30
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.kill(holder, 9)
+    assert not running()  # it noticed it was orphaned and left
 
 
 def test_fit_threads_limits_openmp_in_forked_children() -> None:
