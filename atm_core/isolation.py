@@ -25,7 +25,7 @@ import time
 import traceback
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from functools import cache
 from typing import TypeVar
 
@@ -53,12 +53,16 @@ def _thread_pools() -> ThreadpoolController:
 
 
 @contextmanager
-def fit_threads(threads: int) -> Iterator[None]:
-    """Limit the BLAS/OpenMP threads of a fit (inherited by the child it is forked into).
+def fit_threads(threads: int | None) -> Iterator[None]:
+    """Limit the BLAS/OpenMP threads of a fit (inherited by a child forked inside); None
+    leaves them as they are.
 
     Without it each OpenMP fit starts a thread per core; with two workers on two cores the
     busy-waiting threads collide and a histogram gradient boosting fit gets 10-40x slower.
     """
+    if threads is None:
+        yield
+        return
     with _thread_pools().limit(limits=threads):
         yield
 
@@ -104,7 +108,8 @@ class FitProcess:
         threads: int | None = None,
     ) -> T:
         if seconds is None:
-            return function(context, *args)
+            with fit_threads(threads):
+                return function(context, *args)
         child = self._child
         if child is None or child.context is not context or not child.usable(self.MAX_CALLS):
             self.close()
@@ -125,6 +130,7 @@ class FitProcess:
 _HEADER = struct.Struct("!Q")
 ORPHAN_CHECK_SECONDS = 5.0
 _LIVE: weakref.WeakSet[FitProcess] = weakref.WeakSet()
+_PARENT_ENDS: set[int] = set()  # this process's ends of its live children's pipes
 
 
 @atexit.register
@@ -133,9 +139,6 @@ def _close_all() -> None:
     threads): they would exit by themselves, but unreaped, their CPU time unaccounted."""
     for process in list(_LIVE):
         process.close()
-
-
-_PARENT_ENDS: set[int] = set()  # this process's ends of its live children's pipes
 
 
 class _Child:
@@ -172,7 +175,7 @@ class _Child:
         message: bytes | None = None
         try:
             _send(self.requests, pickle.dumps((function, args, threads), pickle.HIGHEST_PROTOCOL))
-            message = _receive(self.replies, time.monotonic() + seconds, seconds)
+            message = _receive(self.replies, seconds)
         except BrokenPipeError:
             pass  # it died before reading the request: reported below
         finally:
@@ -218,13 +221,14 @@ def _send(fd: int, message: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _receive(reader: int, deadline: float | None, seconds: float = 0) -> bytes | None:
-    """One length-prefixed message (waiting until ``deadline``, or for ever when None); None
+def _receive(reader: int, seconds: float | None) -> bytes | None:
+    """One length-prefixed message (waiting ``seconds`` at most, or for ever when None); None
     when the pipe closes before it is whole."""
+    deadline = time.monotonic() + (seconds or 0)
     buffer = bytearray()
     expected: int | None = None
     while expected is None or len(buffer) < expected:
-        if deadline is not None:
+        if seconds is not None:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not select.select([reader], [], [], remaining)[0]:
                 raise TimeLimitExceeded(seconds)
@@ -261,8 +265,7 @@ def _serve(context: object, requests: int, replies: int) -> None:
             signal.signal(signal.SIGINT, signal.default_int_handler)
             try:
                 function, args, threads = pickle.loads(request)
-                limits = _thread_pools().limit(limits=threads) if threads else nullcontext()
-                with limits:
+                with fit_threads(threads):
                     message = pickle.dumps(
                         (True, function(context, *args)), protocol=pickle.HIGHEST_PROTOCOL
                     )

@@ -24,7 +24,7 @@ from sklearn.base import clone
 from atm_core.artifacts import ArtifactStoreError, serialize_model
 from atm_core.data.split import TrainTest, load_train_test
 from atm_core.evaluation import Evaluation, evaluate, resolve_metric, silence_fit_warnings
-from atm_core.isolation import ChildFailed, FitProcess, TimeLimitExceeded, fit_threads
+from atm_core.isolation import ChildFailed, FitProcess, TimeLimitExceeded
 from atm_core.modelhub.claims import Claim, DuplicateProposal, Outcome, time_limit
 from atm_core.modelhub.hub import DATABASE_ERRORS, ModelHub, judgment
 from atm_core.modelhub.models import (
@@ -335,14 +335,13 @@ def train_classifier(
             template = classifier_pipeline(
                 classifier, partition, datarun, schema, hub.settings.threads
             )
-            with fit_threads(hub.settings.threads):
-                evaluation, blob = fit_process().run(
-                    fit_and_serialize,
-                    (template, result.metric, datarun.seed),
-                    data,
-                    classifier_time_limit(datarun),
-                    hub.settings.threads,
-                )
+            evaluation, blob = fit_process().run(
+                fit_and_serialize,
+                (template, result.metric, datarun.seed),
+                data,
+                classifier_time_limit(datarun),
+                hub.settings.threads,
+            )
             clock.lap("fit")
         except Exception as exc:
             isolated = isinstance(exc, TimeLimitExceeded | ChildFailed)

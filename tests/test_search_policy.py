@@ -134,6 +134,26 @@ def test_fit_process_keeps_one_child_per_dataset_and_replaces_a_stopped_one() ->
     assert process.run(_pid_rows_value, (6,), data, None)[0] == os.getpid()  # no limit
 
 
+def _openmp_threads(context: object) -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp"]
+
+
+def test_fit_process_applies_the_thread_limit_in_and_out_of_its_child() -> None:
+    import sklearn.ensemble  # noqa: F401  (loads scikit-learn's OpenMP runtime)
+
+    from atm_core.isolation import FitProcess
+
+    process = FitProcess()
+    try:
+        inside = process.run(_openmp_threads, (), {}, 10, threads=1)
+    finally:
+        process.close()
+    in_process = process.run(_openmp_threads, (), {}, None, threads=1)
+    assert inside and set(inside) == {1} and set(in_process) == {1}
+
+
 ORPHAN_SCRIPT = """
 import os, signal, sys, time
 from atm_core.isolation import FitProcess
