@@ -26,7 +26,10 @@ def as_numbers(frame: pd.DataFrame) -> pd.DataFrame:
 
 def as_categories(frame: pd.DataFrame) -> np.ndarray:
     """Categorical columns as strings, missing values as their own category."""
-    return frame.astype("object").where(frame.notna(), MISSING_CATEGORY).astype(str).to_numpy()
+    out = np.empty(frame.shape, dtype=object)
+    for index, (_, column) in enumerate(frame.items()):
+        out[:, index] = column.astype("str").fillna(MISSING_CATEGORY).to_numpy(dtype=object)
+    return out
 
 
 class PCAComponents(TransformerMixin, BaseEstimator):
