@@ -31,6 +31,8 @@ from typing import TypeVar
 
 from threadpoolctl import ThreadpoolController
 
+from atm_core.memory import frozen_for_fork, give_back
+
 T = TypeVar("T")
 
 
@@ -151,7 +153,8 @@ class _Child:
     def fork(cls, context: object) -> _Child:
         request_reader, request_writer = os.pipe()
         reply_reader, reply_writer = os.pipe()
-        pid = os.fork()
+        with frozen_for_fork():
+            pid = os.fork()
         if pid == 0:
             # A sibling's pipe ends held here would keep that sibling from seeing its EOF.
             _close(request_writer, reply_reader, *_PARENT_ENDS)
@@ -172,7 +175,7 @@ class _Child:
 
     def call(self, function: Callable[..., T], args: tuple, threads: int | None, seconds: float):
         self.calls += 1
-        message: bytes | None = None
+        message: bytearray | None = None
         try:
             _send(self.requests, pickle.dumps((function, args, threads), pickle.HIGHEST_PROTOCOL))
             message = _receive(self.replies, seconds)
@@ -216,29 +219,38 @@ def _close(*fds: int) -> None:
 
 
 def _send(fd: int, message: bytes) -> None:
-    view = memoryview(_HEADER.pack(len(message)) + message)
-    while view:
-        view = view[os.write(fd, view) :]
+    for part in (_HEADER.pack(len(message)), message):
+        view = memoryview(part)
+        while view:
+            view = view[os.write(fd, view) :]
 
 
-def _receive(reader: int, seconds: float | None) -> bytes | None:
+def _receive(reader: int, seconds: float | None) -> bytearray | None:
     """One length-prefixed message (waiting ``seconds`` at most, or for ever when None); None
-    when the pipe closes before it is whole."""
-    deadline = time.monotonic() + (seconds or 0)
-    buffer = bytearray()
-    expected: int | None = None
-    while expected is None or len(buffer) < expected:
-        if seconds is not None:
+    when the pipe closes before it is whole. Read into one buffer of the announced size: a
+    model's pickle is not copied on its way."""
+    deadline = None if seconds is None else time.monotonic() + seconds
+    header = _read_into(reader, bytearray(_HEADER.size), deadline, seconds)
+    if header is None:
+        return None
+    return _read_into(reader, bytearray(_HEADER.unpack(header)[0]), deadline, seconds)
+
+
+def _read_into(
+    reader: int, buffer: bytearray, deadline: float | None, seconds: float | None
+) -> bytearray | None:
+    filled = 0
+    while filled < len(buffer):
+        if deadline is not None:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not select.select([reader], [], [], remaining)[0]:
-                raise TimeLimitExceeded(seconds)
-        chunk = os.read(reader, 1 << 20)
+                raise TimeLimitExceeded(seconds or 0.0)
+        chunk = os.read(reader, min(len(buffer) - filled, 1 << 20))
         if not chunk:
             return None
-        buffer += chunk
-        if expected is None and len(buffer) >= _HEADER.size:
-            expected = _HEADER.size + _HEADER.unpack_from(buffer)[0]
-    return bytes(buffer[_HEADER.size :])
+        buffer[filled : filled + len(chunk)] = chunk
+        filled += len(chunk)
+    return buffer
 
 
 def _kill(pid: int) -> None:
@@ -274,5 +286,7 @@ def _serve(context: object, requests: int, replies: int) -> None:
             except BaseException:
                 message = pickle.dumps((False, traceback.format_exc()))
             _send(replies, message)
+            del message
+            give_back()  # what the fit freed, before the next one (the worker is not waiting)
     finally:
         os._exit(0)  # no atexit handlers: the parent's pools and files are not the child's

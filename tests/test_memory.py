@@ -1,0 +1,116 @@
+"""A worker's memory: freed memory goes back to the system, forked pages stay shared.
+
+Each check runs in a process of its own: allocator settings and a frozen garbage collector are
+process-wide, and would change the test session's own behaviour.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from atm_core.isolation import FitProcess
+
+pytestmark = pytest.mark.skipif(
+    not Path("/proc/self/status").exists(), reason="reads memory figures from /proc (Linux)"
+)
+
+
+def run_python(code: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[1],
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0]) / 1024
+
+
+FRAGMENT = """
+from tests.test_memory import rss_mb
+# 150 MB in 1 kB blocks on malloc's heap; the last one kept, so the heap's top is not free
+blocks = [bytes(1000) + bytes([i % 256]) for i in range(150_000)]
+keep = blocks[-1]
+del blocks
+"""
+
+
+def test_give_back_returns_freed_heap_memory_to_the_system() -> None:
+    out = run_python(
+        FRAGMENT
+        + """
+from atm_core.memory import give_back
+held = rss_mb()
+give_back()
+print(held, rss_mb())
+"""
+    )
+    held, after = map(float, out.split())
+    assert held - after > 100, (held, after)
+
+
+def test_configure_allocators_puts_arrow_on_malloc_once() -> None:
+    out = run_python(
+        """
+import pyarrow
+from atm_core.memory import configure_allocators
+before = pyarrow.default_memory_pool().backend_name
+configure_allocators()
+configure_allocators()
+print(before, pyarrow.default_memory_pool().backend_name)
+"""
+    )
+    before, after = out.split()
+    assert before != "system" and after == "system"
+
+
+def test_a_child_forked_frozen_never_collects_what_it_inherited() -> None:
+    out = run_python(
+        """
+import gc, os
+from atm_core.memory import frozen_for_fork
+alive = [[i] for i in range(10_000)]
+with frozen_for_fork():
+    pid = os.fork()
+if pid == 0:
+    os._exit(0 if gc.get_freeze_count() > 10_000 else 1)
+print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), gc.get_freeze_count())
+"""
+    )
+    child_exit, parent_frozen = map(int, out.split())
+    assert child_exit == 0  # the child's objects stayed frozen
+    assert parent_frozen == 0  # this process collects them as before
+
+
+def _allocate_and_free(context: object, megabytes: int) -> float:
+    blocks = [bytes(1000) + bytes([i % 256]) for i in range(megabytes * 1000)]
+    keep = blocks[-1]
+    del blocks
+    assert keep
+    return rss_mb()
+
+
+def test_a_fit_process_gives_memory_back_after_each_call() -> None:
+    process = FitProcess()
+    try:
+        during = process.run(_allocate_and_free, (150,), "context", 60)
+        pid = process._child.pid
+        deadline = time.monotonic() + 10
+        while rss_mb(pid) > during - 100 and time.monotonic() < deadline:
+            time.sleep(0.05)  # it gives back after replying
+        assert rss_mb(pid) < during - 100
+        assert process.run(_allocate_and_free, (1,), "context", 60) > 0  # and still serves
+    finally:
+        process.close()
