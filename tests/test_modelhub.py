@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +24,12 @@ from atm_core.dataruns import DatarunRequest, enter_data
 from atm_core.errors import ConfigError, IntegrityError, NotFoundError
 from atm_core.modelhub import ModelHub
 from atm_core.modelhub.claims import Outcome
-from atm_core.modelhub.database import _alembic_config, create_hub_engine, head_revision
+from atm_core.modelhub.database import (
+    SCHEMA_HEAD,
+    _alembic_config,
+    create_hub_engine,
+    head_revision,
+)
 from atm_core.modelhub.hub import DatarunOptions, hyperpartition_spec
 from atm_core.modelhub.models import (
     Base,
@@ -92,6 +99,24 @@ def test_schema_is_built_by_alembic_and_matches_the_models(hub: ModelHub) -> Non
         ).scalars().all() == [head_revision()]
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
+
+
+def test_a_hub_on_the_newest_schema_opens_without_alembic(tmp_path: Path) -> None:
+    """SCHEMA_HEAD names the newest migration; a worker opening an up-to-date hub skips
+    importing alembic (10 MB of its memory)."""
+    assert head_revision() == SCHEMA_HEAD
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    code = (
+        "import sys; from atm_core.modelhub.hub import ModelHub; "
+        "from atm_core.settings import Settings; "
+        f"ModelHub(settings=Settings(database_url={url!r}, artifact_root={str(tmp_path)!r})); "
+        "print('alembic' in sys.modules)"
+    )
+    first, second = (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        for _ in range(2)
+    )
+    assert (first.stdout.strip(), second.stdout.strip()) == ("True", "False")
 
 
 def test_reopening_a_hub_keeps_one_schema_revision(hub: ModelHub) -> None:
