@@ -200,34 +200,3 @@ def test_fitted_pipeline_survives_pickling(mixed) -> None:
     np.testing.assert_array_equal(restored.predict(frame), pipeline.predict(frame))
     np.testing.assert_allclose(restored.predict_proba(frame), pipeline.predict_proba(frame))
 
-
-HGB = "sklearn.ensemble.HistGradientBoostingClassifier"
-
-
-def test_gradient_boosting_splits_on_categories_itself(mixed) -> None:
-    frame, labels = mixed
-    schema = FeatureSchema.infer(frame)
-    pipeline = build_pipeline(HGB, {"max_iter": 20}, schema, random_state=0)
-    estimator = pipeline.named_steps["estimator"]
-    assert estimator.categorical_features == [False] * len(schema.numeric) + [True]
-    pipeline.fit(frame, labels)
-    names = list(pipeline.named_steps["preprocess"].get_feature_names_out())
-    assert names == [*schema.numeric, "colour"]  # one column per category feature
-    assert estimator.is_categorical_.tolist() == [False] * len(schema.numeric) + [True]
-    rows = frame.head(3).assign(colour=["purple", None, "red"])  # unseen, missing, known
-    codes = pipeline.named_steps["preprocess"].transform(rows)[:, -1]
-    assert np.isnan(codes[0]) and not np.isnan(codes[1]) and not np.isnan(codes[2])
-    assert len(pipeline.predict(rows)) == 3
-    assert np.mean(pipeline.predict(frame) == labels) > 0.8
-
-
-def test_gradient_boosting_one_hot_when_there_is_nothing_to_split_on_or_pca(mixed) -> None:
-    frame, _ = mixed
-    numbers = FeatureSchema.infer(frame[["num", "other"]])
-    assert build_pipeline(HGB, {}, numbers).named_steps["estimator"].categorical_features == (
-        "from_dtype"
-    )
-    with_pca = build_pipeline(HGB, {"_pca": True}, FeatureSchema.infer(frame))
-    assert with_pca.named_steps["estimator"].categorical_features == "from_dtype"
-    encoder = with_pca.named_steps["preprocess"].transformers[1][1].named_steps
-    assert "one_hot" in encoder
