@@ -199,4 +199,3 @@ def test_fitted_pipeline_survives_pickling(mixed) -> None:
     restored = pickle.loads(pickle.dumps(pipeline))
     np.testing.assert_array_equal(restored.predict(frame), pipeline.predict(frame))
     np.testing.assert_allclose(restored.predict_proba(frame), pipeline.predict_proba(frame))
-
