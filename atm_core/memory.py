@@ -45,9 +45,11 @@ def _libc() -> ctypes.CDLL | None:
     return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
 
 
-def give_back() -> None:
-    """Collect garbage and return free heap memory to the operating system (~1 ms)."""
-    gc.collect()
+def give_back(*, collect: bool = True) -> None:
+    """Return free heap memory to the operating system (~1 ms), after collecting garbage
+    unless ``collect`` is False (a full collection of a worker's heap takes ~100 ms)."""
+    if collect:
+        gc.collect()
     pyarrow = sys.modules.get("pyarrow")
     if pyarrow is not None:
         pyarrow.default_memory_pool().release_unused()
