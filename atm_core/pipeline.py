@@ -118,20 +118,18 @@ def preprocessor(schema: FeatureSchema) -> ColumnTransformer:
                             "to_strings",
                             FunctionTransformer(as_categories, feature_names_out="one-to-one"),
                         ),
-                        ("one_hot", one_hot()),
+                        (
+                            "one_hot",
+                            OneHotEncoder(
+                                handle_unknown="infrequent_if_exist",
+                                max_categories=MAX_CATEGORIES,
+                                sparse_output=False,
+                                dtype=np.float32,  # 0/1 exactly, in half the memory until stacked
+                            ),
+                        ),
                     ]
                 ),
                 list(schema.categorical),
             )
         )
     return ColumnTransformer(branches, remainder="drop", verbose_feature_names_out=False)
-
-
-def one_hot() -> OneHotEncoder:
-    """A column per category, the rarest beyond ``MAX_CATEGORIES`` merged; unseen: all zero."""
-    return OneHotEncoder(
-        handle_unknown="infrequent_if_exist",
-        max_categories=MAX_CATEGORIES,
-        sparse_output=False,
-        dtype=np.float32,  # 0 and 1 exactly, in half the memory until stacked with the numbers
-    )
