@@ -31,7 +31,7 @@ from typing import TypeVar
 
 from threadpoolctl import ThreadpoolController
 
-from atm_core.memory import frozen_for_fork, give_back
+from atm_core.memory import freeze_for_fork, give_back
 
 T = TypeVar("T")
 
@@ -153,8 +153,8 @@ class _Child:
     def fork(cls, context: object) -> _Child:
         request_reader, request_writer = os.pipe()
         reply_reader, reply_writer = os.pipe()
-        with frozen_for_fork():
-            pid = os.fork()
+        freeze_for_fork()
+        pid = os.fork()
         if pid == 0:
             # A sibling's pipe ends held here would keep that sibling from seeing its EOF.
             _close(request_writer, reply_reader, *_PARENT_ENDS)
