@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     threads: int = Field(
         1,
         ge=1,
-        description="Threads each fit may use (BLAS/OpenMP and n_jobs); scale out with workers.",
+        description="Threads per fit (OpenMP and n_jobs; BLAS uses one); scale out with workers.",
     )
     artifact_retries: int = Field(
         3, ge=0, description="Retries (with backoff) of a failed object-store read or write."

@@ -1148,7 +1148,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--first-method", default="dt")
     parser.add_argument("--first-repeats", type=int, default=3)
     parser.add_argument("--first-backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
-    parser.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads per worker")
+    parser.add_argument("--threads", type=int, default=1, help="threads per fit (ATM_THREADS)")
     parser.add_argument("--time-limit", type=float, help="atm enter_data --time-limit")
     parser.add_argument(
         "--quiet-wait", type=float, default=120, help="seconds to wait for other load to go"
