@@ -15,7 +15,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from atm_core.data.dataset import FeatureSchema
-from atm_core.estimators import PCAComponents
+from atm_core.estimators import MISSING_CATEGORY, PCAComponents, as_categories
 from atm_core.pipeline import MAX_CATEGORIES, build_pipeline, estimator_kwargs, preprocessor
 
 LOGREG = "sklearn.linear_model.LogisticRegression"
@@ -123,6 +123,26 @@ def test_categories_one_hot_missing_is_a_category_unseen_is_tolerated(mixed) -> 
     assert out.iloc[2]["colour_red"] == 1
     pipeline = build_pipeline(LOGREG, {}, schema, random_state=0).fit(frame, labels)
     assert len(pipeline.predict(rows)) == 3
+
+
+def test_as_categories_gives_strings_and_a_missing_category_sharing_one_object_each() -> None:
+    frame = pd.DataFrame(
+        {
+            "number": [1, None, 3.5, 1],
+            "text": pd.Series(["a", None, "b", "a"], dtype="str"),
+            "objects": pd.Series(["a", None, "b", "a"], dtype=object),
+            "flag": [True, False, None, True],
+        }
+    )
+    out = as_categories(frame)
+    assert out.dtype == object and out.shape == (4, 4)
+    assert out.tolist() == [
+        ["1.0", "a", "a", "True"],
+        [MISSING_CATEGORY, MISSING_CATEGORY, MISSING_CATEGORY, "False"],
+        ["3.5", "b", "b", MISSING_CATEGORY],
+        ["1.0", "a", "a", "True"],
+    ]
+    assert all(out[0, column] is out[3, column] for column in range(4))  # one object each
 
 
 def test_many_categories_are_capped() -> None:
