@@ -19,6 +19,7 @@ from atm_core.estimators import MISSING_CATEGORY, PCAComponents, as_categories
 from atm_core.pipeline import MAX_CATEGORIES, build_pipeline, estimator_kwargs, preprocessor
 
 LOGREG = "sklearn.linear_model.LogisticRegression"
+HGB = "sklearn.ensemble.HistGradientBoostingClassifier"
 
 
 @pytest.fixture
@@ -123,6 +124,28 @@ def test_categories_one_hot_missing_is_a_category_unseen_is_tolerated(mixed) -> 
     assert out.iloc[2]["colour_red"] == 1
     pipeline = build_pipeline(LOGREG, {}, schema, random_state=0).fit(frame, labels)
     assert len(pipeline.predict(rows)) == 3
+
+
+def test_ordinal_key_numbers_categories_in_one_column(mixed) -> None:
+    frame, labels = mixed
+    schema = FeatureSchema.infer(frame)
+    pipeline = build_pipeline(HGB, {"_ordinal": True}, schema, random_state=0).fit(frame, labels)
+    transform = pipeline.named_steps["preprocess"]
+    names = list(transform.get_feature_names_out())
+    assert names == [*schema.numeric, "colour"]  # one column, not one per category
+    rows = pd.DataFrame(
+        {
+            "num": [0.1, 0.2, 0.3],
+            "other": [12.0, 13.0, 14.0],
+            "flag": [False, True, False],
+            "colour": ["purple", None, "red"],
+        }
+    )
+    colour = pd.DataFrame(transform.transform(rows), columns=names)["colour"].tolist()
+    # alphabetical: __missing__ 0, blue 1, green 2, red 3; never seen: -1
+    assert colour == [-1.0, 0.0, 3.0]
+    assert set(pipeline.predict(rows)) <= {"yes", "no"}
+    assert "_ordinal" not in pipeline.named_steps["estimator"].get_params()
 
 
 def test_as_categories_gives_strings_and_a_missing_category_sharing_one_object_each() -> None:
