@@ -14,6 +14,7 @@ from sklearn.gaussian_process.kernels import (
     Matern,
     RationalQuadratic,
 )
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
 MISSING_CATEGORY = "__missing__"
@@ -36,6 +37,31 @@ def as_categories(frame: pd.DataFrame) -> np.ndarray:
         labels = np.append(np.asarray(categories, dtype=object), MISSING_CATEGORY)
         out[:, index] = labels[codes]
     return out
+
+
+class BlockwiseStandardScaler(StandardScaler):
+    """``StandardScaler`` whose ``fit`` reads a dense array ``BLOCK_ROWS`` rows at a time.
+
+    Its one-shot variance makes a temporary as large as the data (28 MB for 52,500 rows x 67
+    columns, the largest allocation of a logistic regression's fit on the 100k benchmark set);
+    the blocks are combined by ``partial_fit``'s incremental mean and variance (the same
+    figures to ~1e-15). Other inputs (sparse, data frames) are fitted as one block.
+    """
+
+    BLOCK_ROWS = 4096
+
+    def fit(self, X, y=None, sample_weight=None):
+        if not isinstance(X, np.ndarray) or X.ndim != 2 or len(X) <= self.BLOCK_ROWS:
+            return super().fit(X, y, sample_weight)
+        weights = None if sample_weight is None else np.asarray(sample_weight)
+        for start in range(0, len(X), self.BLOCK_ROWS):
+            rows = slice(start, start + self.BLOCK_ROWS)
+            block = (X[rows], y, None if weights is None else weights[rows])
+            if start == 0:
+                super().fit(*block)
+            else:
+                self.partial_fit(*block)
+        return self
 
 
 class PCAComponents(TransformerMixin, BaseEstimator):

@@ -22,11 +22,15 @@ from sklearn.preprocessing import (
     MinMaxScaler,
     OneHotEncoder,
     OrdinalEncoder,
-    StandardScaler,
 )
 
 from atm_core.data.dataset import FeatureSchema
-from atm_core.estimators import PCAComponents, as_categories, as_numbers
+from atm_core.estimators import (
+    BlockwiseStandardScaler,
+    PCAComponents,
+    as_categories,
+    as_numbers,
+)
 
 SPECIAL_KEYS = ("_ordinal", "_scale", "_scale_minmax", "_pca", "_pca_dimensions", "_whiten")
 MAX_CATEGORIES = 50
@@ -80,7 +84,7 @@ def build_pipeline(
     ]
     # Scaling works in place (copy=False): its input is the preprocessor's own new array.
     if values.get("_scale"):
-        steps.append(("scale", StandardScaler(copy=False)))
+        steps.append(("scale", BlockwiseStandardScaler(copy=False)))
     elif values.get("_scale_minmax"):
         steps.append(("scale", MinMaxScaler(clip=True, copy=False)))
     if values.get("_pca"):

@@ -15,7 +15,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from atm_core.data.dataset import FeatureSchema
-from atm_core.estimators import MISSING_CATEGORY, PCAComponents, as_categories
+from atm_core.estimators import (
+    MISSING_CATEGORY,
+    BlockwiseStandardScaler,
+    PCAComponents,
+    as_categories,
+)
 from atm_core.pipeline import MAX_CATEGORIES, build_pipeline, estimator_kwargs, preprocessor
 
 LOGREG = "sklearn.linear_model.LogisticRegression"
@@ -187,11 +192,32 @@ def test_scale_key_standardises(mixed) -> None:
     frame, labels = mixed
     pipeline = build_pipeline(LOGREG, {"_scale": True}, FeatureSchema.infer(frame))
     pipeline.fit(frame, labels)
-    assert isinstance(pipeline.named_steps["scale"], StandardScaler)
+    assert isinstance(pipeline.named_steps["scale"], BlockwiseStandardScaler)
     scaled = pipeline[:-1].transform(frame)
     np.testing.assert_allclose(scaled.mean(axis=0), 0, atol=1e-9)
     np.testing.assert_allclose(scaled.std(axis=0), 1, atol=1e-9)
     assert "_scale" not in pipeline.named_steps["estimator"].get_params()
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_blockwise_scaler_matches_one_block(
+    monkeypatch: pytest.MonkeyPatch, weighted: bool
+) -> None:
+    rng = np.random.default_rng(1)
+    X = rng.normal(loc=[5.0, -2.0, 1e4], scale=[1.0, 3.0, 50.0], size=(1000, 3))
+    X[rng.random(X.shape) < 0.05] = np.nan  # ignored per column, as StandardScaler does
+    weights = rng.uniform(0.5, 2.0, size=len(X)) if weighted else None
+    monkeypatch.setattr(BlockwiseStandardScaler, "BLOCK_ROWS", 64)  # 16 blocks
+    blocks = BlockwiseStandardScaler().fit(X.copy(), sample_weight=weights)
+    whole = StandardScaler().fit(X, sample_weight=weights)
+    np.testing.assert_allclose(blocks.mean_, whole.mean_, rtol=1e-12)
+    np.testing.assert_allclose(blocks.var_, whole.var_, rtol=1e-10)
+    np.testing.assert_allclose(blocks.n_samples_seen_, whole.n_samples_seen_, rtol=1e-12)
+    in_place = X.copy()
+    scaler = BlockwiseStandardScaler(copy=False).fit(in_place, sample_weight=weights)
+    out = scaler.transform(in_place)
+    assert out is in_place  # scaled where it lies, as the pipeline's step does
+    np.testing.assert_allclose(out, whole.transform(X), rtol=1e-9, atol=1e-12)
 
 
 def test_scale_minmax_key_maps_into_unit_interval(mixed) -> None:
