@@ -14,7 +14,6 @@ import re
 from typing import Any
 
 import numpy as np
-from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import (
@@ -28,6 +27,7 @@ from atm_core.data.dataset import FeatureSchema
 from atm_core.estimators import (
     BlockwiseStandardScaler,
     PCAComponents,
+    StackedColumns,
     as_categories,
     as_numbers,
 )
@@ -102,7 +102,7 @@ def build_pipeline(
     return Pipeline(steps)
 
 
-def preprocessor(schema: FeatureSchema, *, ordinal: bool = False) -> ColumnTransformer:
+def preprocessor(schema: FeatureSchema, *, ordinal: bool = False) -> StackedColumns:
     """Imputation, and one-hot encoding (or with ``ordinal`` numbering) for the schema's
     columns; other columns are dropped.
 
@@ -144,7 +144,10 @@ def preprocessor(schema: FeatureSchema, *, ordinal: bool = False) -> ColumnTrans
                 list(schema.categorical),
             )
         )
-    return ColumnTransformer(branches, remainder="drop", verbose_feature_names_out=False)
+    # sparse_threshold=0: always one dense matrix (the one-hot block arrives sparse)
+    return StackedColumns(
+        branches, remainder="drop", sparse_threshold=0, verbose_feature_names_out=False
+    )
 
 
 def one_hot() -> OneHotEncoder:
@@ -152,8 +155,7 @@ def one_hot() -> OneHotEncoder:
     return OneHotEncoder(
         handle_unknown="infrequent_if_exist",
         max_categories=MAX_CATEGORIES,
-        sparse_output=False,
-        dtype=np.float32,  # 0/1 exactly, in half the memory until stacked
+        dtype=np.float32,  # sparse and 0/1 exactly until stacked
     )
 
 

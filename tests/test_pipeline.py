@@ -11,6 +11,8 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import clone
+from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
@@ -19,6 +21,7 @@ from atm_core.estimators import (
     MISSING_CATEGORY,
     BlockwiseStandardScaler,
     PCAComponents,
+    StackedColumns,
     as_categories,
 )
 from atm_core.pipeline import MAX_CATEGORIES, build_pipeline, estimator_kwargs, preprocessor
@@ -151,6 +154,24 @@ def test_ordinal_key_numbers_categories_in_one_column(mixed) -> None:
     assert colour == [-1.0, 0.0, 3.0]
     assert set(pipeline.predict(rows)) <= {"yes", "no"}
     assert "_ordinal" not in pipeline.named_steps["estimator"].get_params()
+
+
+def test_stacked_columns_equal_a_dense_column_transformer(mixed) -> None:
+    frame, _ = mixed
+    schema = FeatureSchema.infer(frame)
+    stacked = preprocessor(schema)
+    assert isinstance(stacked, StackedColumns)
+    dense = ColumnTransformer(
+        [(name, clone(branch), columns) for name, branch, columns in stacked.transformers],
+        remainder="drop",
+        verbose_feature_names_out=False,
+    ).set_params(categorical__one_hot__sparse_output=False)
+    out = stacked.fit_transform(frame)
+    assert isinstance(out, np.ndarray) and out.dtype == np.float64
+    np.testing.assert_array_equal(out, dense.fit_transform(frame))
+    np.testing.assert_array_equal(stacked.transform(frame.iloc[::-1]), out[::-1])
+    only_categories = preprocessor(FeatureSchema((), ("colour",))).fit_transform(frame)
+    assert only_categories.dtype == np.float32 and only_categories.sum() == len(frame)
 
 
 def test_as_categories_gives_strings_and_a_missing_category_sharing_one_object_each() -> None:
