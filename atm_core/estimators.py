@@ -46,8 +46,8 @@ class StackedColumns(ColumnTransformer):
 
     ``np.hstack`` needs every block dense next to the result; here a sparse block (one-hot) is
     written straight into its columns and never exists dense on its own: on the 100k benchmark
-    set, 11.5 MB less at the peak of a logistic regression's fit. Sparse or frame output is
-    left to ``ColumnTransformer``.
+    set a logistic regression's preprocessing peaked 6 MB lower (36.4 MB over the data it
+    holds, from 42.5). Sparse or frame output is left to ``ColumnTransformer``.
     """
 
     def _hstack(self, Xs, *, n_samples):
