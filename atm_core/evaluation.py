@@ -29,13 +29,11 @@ from sklearn.metrics import (
     matthews_corrcoef,
     roc_auc_score,
 )
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.model_selection import StratifiedKFold
 
 from atm_core.data.split import TrainTest
 from atm_core.errors import ConfigError
 
-# On large data (no CV folds) the share of the training part held out to judge each classifier.
-HOLDOUT_SHARE = 0.2
 BINARY_METRICS = ("accuracy", "cohen_kappa", "f1", "roc_auc", "ap", "mcc")
 MULTICLASS_METRICS = (
     "accuracy",
@@ -182,7 +180,7 @@ def evaluate(
     row, standard deviation 0) and scored on the untouched test part.
     """
     if not data.n_folds:
-        return _evaluate_on_holdout(make_model, data, metric, seed)
+        return _evaluate_on_holdout(make_model, data, metric)
     classes = data.classes
     rows: list[dict[str, Any]] = []
     folds = StratifiedKFold(n_splits=data.n_folds, shuffle=True, random_state=seed)
@@ -203,22 +201,16 @@ def evaluate(
 
 
 def _evaluate_on_holdout(
-    make_model: Callable[[], ClassifierMixin], data: TrainTest, metric: str, seed: int
+    make_model: Callable[[], ClassifierMixin], data: TrainTest, metric: str
 ) -> Evaluation:
-    fit_idx, valid_idx = train_test_split(
-        np.arange(len(data.y_train)),
-        test_size=HOLDOUT_SHARE,
-        random_state=seed,
-        stratify=data.y_train,
-    )
+    fit, judge = slice(None, data.n_fit), slice(data.n_fit, None)  # laid out by split_frames
+    if not 0 < data.n_fit < len(data.y_train):
+        raise ValueError(f"no holdout laid out in the training part (n_fit {data.n_fit})")
     model, (valid_row, test_row) = _fit_and_score(
         make_model,
-        data.X_train.iloc[fit_idx],
-        data.y_train.iloc[fit_idx],
-        [
-            (data.X_train.iloc[valid_idx], data.y_train.iloc[valid_idx]),
-            (data.X_test, data.y_test),
-        ],
+        data.X_train.iloc[fit],
+        data.y_train.iloc[fit],
+        [(data.X_train.iloc[judge], data.y_train.iloc[judge]), (data.X_test, data.y_test)],
         data.classes,
     )
     rows = [{"split": "cv", "fold": 0, **valid_row}, {"split": "test", "fold": -1, **test_row}]

@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import fsspec
+import numpy as np
 import pandas as pd
 import pytest
+from sklearn.model_selection import train_test_split
 
 from atm_core.data.dataset import FeatureSchema, inspect_dataset
 from atm_core.data.loading import read_table
@@ -210,6 +212,26 @@ def test_folds_follow_the_smallest_class(tmp_path: Path) -> None:
     _, data = _split(str(tmp_path / "train.csv"), test_path=str(tmp_path / "test.csv"))
     assert data.n_folds == 3
     assert data.classes == ["0", "1", "c"]
+
+
+def test_a_holdout_is_laid_out_as_fit_rows_then_judging_rows(iris_path: str) -> None:
+    """cv_folds 0: the stratified 80/20 holdout the fits use, its fit rows first and in the
+    order a stratified split of the training part gives them (so fits are unchanged)."""
+    frame = pd.read_csv(iris_path)
+    schema = FeatureSchema.infer(frame.drop(columns=["class"]))
+    plain = split_frames(frame, None, "class", schema, seed=3, test_size=0.3, cv_folds=5)
+    laid_out = split_frames(frame, None, "class", schema, seed=3, test_size=0.3, cv_folds=0)
+    assert laid_out.n_folds == 0 and plain.n_fit == 0
+    fit_rows, judge_rows = train_test_split(
+        np.arange(len(plain.y_train)), test_size=0.2, random_state=3, stratify=plain.y_train
+    )
+    assert laid_out.n_fit == len(fit_rows) == 84
+    order = np.concatenate([fit_rows, judge_rows])
+    pd.testing.assert_frame_equal(
+        laid_out.X_train, plain.X_train.iloc[order].reset_index(drop=True)
+    )
+    assert laid_out.y_train.tolist() == plain.y_train.iloc[order].tolist()
+    pd.testing.assert_frame_equal(laid_out.X_test, plain.X_test)  # the test part is untouched
 
 
 def test_changed_file_is_refused(tmp_path: Path, pollution_path: str) -> None:

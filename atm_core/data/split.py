@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
@@ -17,6 +18,7 @@ HOLDOUT = 0  # no cross-validation: one fit, judged on a holdout from the traini
 # On 52,500 training rows one histogram gradient boosting fit takes ~4 s on one thread: 5-fold
 # CV plus the refit (6 fits) cost 25 s of a 60 s budget, the holdout one fit.
 FOLDS_BY_SIZE = ((10_000, MAX_FOLDS), (30_000, 3))
+HOLDOUT_SHARE = 0.2  # of the training part, under a holdout: judges each classifier
 
 
 def folds_for(n_train: int, requested: int | None = None) -> int:
@@ -31,11 +33,17 @@ def folds_for(n_train: int, requested: int | None = None) -> int:
 
 @dataclass
 class TrainTest:
+    """A datarun's split. Under a holdout (``n_folds`` 0) the training part's first ``n_fit``
+    rows are fitted and the rest judge the fit: laid out so once per worker, a fit takes a slice
+    of the cached rows instead of copying them (6 MB of 52,500 rows on the 100k benchmark set).
+    """
+
     X_train: pd.DataFrame
     y_train: pd.Series
     X_test: pd.DataFrame
     y_test: pd.Series
     n_folds: int
+    n_fit: int = 0
 
     @property
     def classes(self) -> list:
@@ -73,12 +81,25 @@ def split_frames(
             "too few examples for cross-validation: the training part has a class with a single "
             "example; use a larger dataset or a separate test file"
         )
+    n_fit = 0
+    if n_folds == HOLDOUT:
+        try:
+            fit_rows, judge_rows = train_test_split(
+                np.arange(len(train)),
+                test_size=HOLDOUT_SHARE,
+                random_state=seed,
+                stratify=train[class_column],
+            )
+        except ValueError as exc:
+            raise DataError(f"cannot hold out a share of {len(train)} rows: {exc}") from None
+        train, n_fit = train.iloc[np.concatenate([fit_rows, judge_rows])], len(fit_rows)
     return TrainTest(
         X_train=train[columns].reset_index(drop=True),
         y_train=train[class_column].reset_index(drop=True),
         X_test=test[columns].reset_index(drop=True),
         y_test=test[class_column].reset_index(drop=True),
         n_folds=n_folds,
+        n_fit=n_fit,
     )
 
 
