@@ -52,10 +52,12 @@ def add_progress_task(progress: Progress, datarun: Datarun) -> TaskID:
 
 def update_progress(progress: Progress, task: TaskID, hub: ModelHub, datarun_id: int) -> None:
     """Show the spent budget and the best judgment metric so far."""
-    datarun = hub.get_datarun(datarun_id)
-    best = hub.best_classifier(datarun_id)
-    best_text = "-" if best is None else f"{fmt(judgment(best, datarun.score_target))} (#{best.id})"
-    progress.update(task, completed=budget_progress(hub, datarun_id).done, best=best_text)
+    now = hub.progress(datarun_id)
+    best = now.best
+    best_text = (
+        "-" if best is None else f"{fmt(judgment(best, now.datarun.score_target))} (#{best.id})"
+    )
+    progress.update(task, completed=budget_progress(now).done, best=best_text)
 
 
 class DatarunWatcher:

@@ -11,7 +11,7 @@ import pandas as pd
 from atm_core.data.dataset import FeatureSchema
 from atm_core.data.split import load_all_rows
 from atm_core.isolation import fit_threads
-from atm_core.modelhub.hub import ModelHub, judgment
+from atm_core.modelhub.hub import DatarunProgress, ModelHub, judgment
 from atm_core.modelhub.models import BudgetType, Classifier, Datarun, Hyperpartition, utcnow
 from atm_core.pipeline import build_pipeline
 
@@ -177,12 +177,12 @@ class BudgetProgress:
         return 100.0 if self.total <= 0 else min(100.0, 100.0 * self.done / self.total)
 
 
-def budget_progress(hub: ModelHub, datarun_id: int) -> BudgetProgress:
+def budget_progress(progress: DatarunProgress) -> BudgetProgress:
     """How much of the datarun's budget is spent (classifiers or walltime minutes)."""
-    datarun = hub.get_datarun(datarun_id)
+    datarun = progress.datarun
     if datarun.budget_type == BudgetType.WALLTIME:
         started = datarun.start_time or utcnow()
         end = datarun.end_time or utcnow()
         minutes = (end - started).total_seconds() / 60
         return BudgetProgress(min(minutes, datarun.budget), datarun.budget, "minutes")
-    return BudgetProgress(hub.classifier_count(datarun_id), datarun.budget, "classifiers")
+    return BudgetProgress(progress.classifiers, datarun.budget, "classifiers")

@@ -45,7 +45,7 @@ class ProgressArtifact:
         self._id: UUID | None = None
 
     def update(self) -> None:
-        progress = results.budget_progress(self.hub, self.datarun_id)
+        progress = results.budget_progress(self.hub.progress(self.datarun_id))
         description = (
             f"Datarun {self.datarun_id}: {progress.done:.0f} of {progress.total:.0f} "
             f"{progress.unit}"

@@ -39,7 +39,9 @@ from atm_core.modelhub.models import (
     DatarunStatus,
     HyperpartitionStatus,
     ScoreTarget,
+    utcnow,
 )
+from atm_core.results import BudgetProgress, budget_progress
 from atm_core.search.catalogue import load_method
 from atm_core.search.hyperpartitions import enumerate_hyperpartitions
 from atm_core.worker import Worker
@@ -404,7 +406,8 @@ def test_dataruns_by_priority(hub: ModelHub, pollution_path: str) -> None:
 
 
 def test_unknown_ids_raise_not_found(hub: ModelHub) -> None:
-    for getter in (hub.get_dataset, hub.get_datarun, hub.get_classifier, hub.load_model):
+    getters = (hub.get_dataset, hub.get_datarun, hub.get_classifier, hub.load_model, hub.progress)
+    for getter in getters:
         with pytest.raises(NotFoundError, match="12345"):
             getter(12345)
 
@@ -439,6 +442,10 @@ def test_leaderboard_and_best_classifier_follow_the_score_target(
     assert set(board["method"]) == {"dt"}
     assert hub.best_classifier(datarun_id).id == expected_ids[0]
     assert hub.leaderboard(datarun_id, limit=2)["classifier_id"].tolist() == expected_ids[:2]
+    progress = hub.progress(datarun_id)  # what a progress bar shows, in one read
+    assert (progress.datarun.id, progress.best.id) == (datarun_id, expected_ids[0])
+    assert progress.classifiers == 4  # the errored one spent budget too
+    assert budget_progress(progress) == BudgetProgress(4, 10, "classifiers")
 
 
 def test_leaderboard_ties_break_on_the_older_classifier(hub: ModelHub, pollution_path: str) -> None:
@@ -460,6 +467,18 @@ def test_empty_leaderboard_and_no_best(hub: ModelHub, pollution_path: str) -> No
     assert hub.leaderboard(datarun_id).empty
     assert "judgment_metric" in hub.leaderboard(datarun_id).columns
     assert hub.best_classifier(datarun_id) is None
+    assert (hub.progress(datarun_id).best, hub.progress(datarun_id).classifiers) == (None, 0)
+
+
+def test_walltime_progress_counts_minutes_since_the_start(
+    hub: ModelHub, pollution_path: str
+) -> None:
+    datarun_id = enter(hub, pollution_path, methods=["gnb"]).dataruns[0].id
+    started = utcnow() - timedelta(minutes=3)
+    set_datarun(hub, datarun_id, budget_type=BudgetType.WALLTIME, budget=10, start_time=started)
+    spent = budget_progress(hub.progress(datarun_id))
+    assert spent.unit == "minutes" and spent.total == 10
+    assert 3 <= spent.done < 3.5 and 30 <= spent.percent < 35
 
 
 def test_load_model_predicts_and_refuses_tampering(hub: ModelHub, pollution_path: str) -> None:

@@ -104,6 +104,29 @@ def hyperpartition_spec(partition: Hyperpartition) -> HyperpartitionSpec:
     )
 
 
+@dataclass(frozen=True)
+class DatarunProgress:
+    datarun: Datarun
+    best: Classifier | None
+    classifiers: int  # rows of any status: the spent classifier budget
+
+
+def _found(session: Session, model: type, key: int) -> Any:
+    row = session.get(model, key)
+    if row is None:
+        raise NotFoundError(f"no {model.__tablename__[:-1]} with id {key} in the ModelHub")
+    return row
+
+
+def _best(session: Session, datarun: Datarun) -> Classifier | None:
+    return session.scalars(
+        select(Classifier)
+        .where(Classifier.datarun_id == datarun.id, Classifier.status == ClassifierStatus.COMPLETE)
+        .order_by(judgment_expression(datarun.score_target).desc(), Classifier.id)
+        .limit(1)
+    ).first()
+
+
 class ModelHub:
     """One ModelHub database (and the artifact store its models live in)."""
 
@@ -272,10 +295,7 @@ class ModelHub:
 
     def _get(self, model: type, key: int) -> Any:
         with self.transaction() as session:
-            row = session.get(model, key)
-        if row is None:
-            raise NotFoundError(f"no {model.__tablename__[:-1]} with id {key} in the ModelHub")
-        return row
+            return _found(session, model, key)
 
     def dataruns(self) -> list[Datarun]:
         with self.transaction() as session:
@@ -360,17 +380,18 @@ class ModelHub:
 
     def best_classifier(self, datarun_id: int) -> Classifier | None:
         """The complete classifier with the highest judgment metric (None before the first)."""
-        datarun = self.get_datarun(datarun_id)
         with self.transaction() as session:
-            return session.scalars(
-                select(Classifier)
-                .where(
-                    Classifier.datarun_id == datarun_id,
-                    Classifier.status == ClassifierStatus.COMPLETE,
-                )
-                .order_by(judgment_expression(datarun.score_target).desc(), Classifier.id)
-                .limit(1)
-            ).first()
+            return _best(session, _found(session, Datarun, datarun_id))
+
+    def progress(self, datarun_id: int) -> DatarunProgress:
+        """The datarun, its best classifier and its classifier count, read in one transaction
+        (a progress bar's update, after every classifier)."""
+        with self.transaction() as session:
+            datarun = _found(session, Datarun, datarun_id)
+            count = session.scalar(
+                select(func.count(Classifier.id)).where(Classifier.datarun_id == datarun_id)
+            )
+            return DatarunProgress(datarun, _best(session, datarun), count or 0)
 
     def model_bytes(self, classifier_id: int) -> bytes:
         """The stored pickle of a complete classifier, checked against its recorded sha256."""
@@ -520,16 +541,6 @@ class ModelHub:
             lambda session: claims.mark_exhausted(session, hyperpartition_ids),
             "marking exhausted hyperpartitions",
         )
-
-    def classifier_count(self, datarun_id: int) -> int:
-        """How many classifier rows the datarun has (its spent classifier budget)."""
-        with self.transaction() as session:
-            return (
-                session.scalar(
-                    select(func.count(Classifier.id)).where(Classifier.datarun_id == datarun_id)
-                )
-                or 0
-            )
 
     def running_count(self, datarun_id: int) -> int:
         with self.transaction() as session:
