@@ -178,7 +178,7 @@ class ArtifactStore:
     def _verify(self, location: str, data: bytes, sha256: str, reply: object) -> None:
         """Prove the store holds ``data`` at ``location``: by the MD5 ETag an S3 PUT answers
         with when it is one (a single-part upload without KMS encryption), else by reading it
-        back: a third request per classifier, ~5 ms of moto on loopback, a round trip on S3."""
+        back: a third request per classifier, ~7 ms of moto on loopback, a round trip on S3."""
         etag = reply.get("ETag", "") if isinstance(reply, dict) else ""
         if etag.strip('"') == hashlib.md5(data, usedforsecurity=False).hexdigest():
             return
