@@ -14,7 +14,8 @@ scored on the fixed test part. Rules:
 
 The search itself is not replayed (a datarun judging by another rule would also have chosen
 other hyperpartitions): this isolates the final choice. Prints test AUC per run and rule, mean
-AUC and the worst difference to untuned HGB (``--hgb`` from the same split).
+AUC and the worst difference to untuned HGB (``HGB``: its test AUC on the same fixed split,
+as ``quality.py`` measured it; untuned with a fixed seed, it does not vary between runs).
 """
 
 from __future__ import annotations
