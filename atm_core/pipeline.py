@@ -63,6 +63,10 @@ def estimator_kwargs(values: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+# scikit-learn 1.8 made these estimators' n_jobs a no-op that warns (FutureWarning) on every fit.
+NO_OP_N_JOBS = frozenset({"sklearn.linear_model.LogisticRegression"})
+
+
 def build_pipeline(
     estimator_class: str,
     values: dict[str, Any],
@@ -77,7 +81,12 @@ def build_pipeline(
     accepted = inspect.signature(cls.__init__).parameters
     if "random_state" in accepted and "random_state" not in kwargs:
         kwargs["random_state"] = random_state
-    if "n_jobs" in accepted and "n_jobs" not in kwargs and n_jobs is not None:
+    if (
+        "n_jobs" in accepted
+        and "n_jobs" not in kwargs
+        and n_jobs is not None
+        and estimator_class not in NO_OP_N_JOBS
+    ):
         kwargs["n_jobs"] = n_jobs
     steps: list[tuple[str, Any]] = [
         ("preprocess", preprocessor(schema, ordinal=bool(values.get("_ordinal"))))
