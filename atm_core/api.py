@@ -15,7 +15,7 @@ from atm_core.dataruns import DatarunRequest, enter_data
 from atm_core.errors import ATMError, NotFoundError
 from atm_core.modelhub import ModelHub
 from atm_core.modelhub.models import Classifier
-from atm_core.results import refit_model
+from atm_core.results import refit_ensemble, refit_model
 from atm_core.settings import Settings, load_settings
 from atm_core.worker import Reporter, Worker
 
@@ -29,14 +29,34 @@ def export_model(
 ) -> Path:
     """Write a classifier's model to a local pickle: the verified stored one, or ``refit`` on
     every labelled row of its dataset (the model to deploy)."""
-    target = Path(path)
-    if target.exists() and not force:
-        raise ATMError(f"{target} exists; pass force=True (--force) to overwrite it")
+    target = _export_target(path, force)
     if refit:
         hub.model_bytes(classifier_id)  # only a complete classifier is worth refitting
         blob = serialize_model(refit_model(hub, classifier_id))
     else:
         blob = hub.model_bytes(classifier_id)  # refuses a missing or tampered model first
+    return _write(target, blob)
+
+
+def export_ensemble(
+    hub: ModelHub, datarun_id: int, path: str | Path, force: bool = False, refit: bool = False
+) -> Path:
+    """Write a datarun's ensemble to a local pickle: its members' verified stored models, or
+    each ``refit`` on every labelled row of the dataset (the ensemble to deploy)."""
+    target = _export_target(path, force)
+    hub.ensemble(datarun_id)  # refuses a datarun without one before any work
+    model = refit_ensemble(hub, datarun_id) if refit else hub.load_ensemble(datarun_id)
+    return _write(target, serialize_model(model))
+
+
+def _export_target(path: str | Path, force: bool) -> Path:
+    target = Path(path)
+    if target.exists() and not force:
+        raise ATMError(f"{target} exists; pass force=True (--force) to overwrite it")
+    return target
+
+
+def _write(target: Path, blob: bytes) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(blob)
     return target
@@ -99,6 +119,13 @@ class DatarunResult:
                 f"    best: classifier {best.id} ({method}), cv {best.cv_judgment_metric:.3f} "
                 f"+- {best.cv_judgment_metric_stdev:.3f}, test {best.test_judgment_metric:.3f}"
             )
+        ensemble = self.hub.get_ensemble(self.id)
+        if ensemble is not None:
+            members = ", ".join(f"{weight} x #{i}" for i, weight in ensemble.weights.items())
+            lines.append(
+                f"    ensemble: {members}, cv {ensemble.cv_judgment_metric:.3f}, "
+                f"test {ensemble.test_judgment_metric:.3f}"
+            )
         text = "\n".join(lines)
         print(text)
         return text
@@ -124,6 +151,15 @@ class DatarunResult:
         self, path: str | Path, force: bool = False, refit: bool = False
     ) -> Path:
         return export_model(self.hub, self.get_best_classifier().id, path, force, refit)
+
+    def load_ensemble(self) -> Any:
+        """The ensemble chosen when the datarun completed (its members' stored models)."""
+        return self.hub.load_ensemble(self.id)
+
+    def refit_ensemble(self, within_seconds: float | None = None) -> Any:
+        """The ensemble with its members fitted on every labelled row of the dataset (those
+        whose estimated refit time fits ``within_seconds``, best first; the rest as stored)."""
+        return refit_ensemble(self.hub, self.id, within_seconds)
 
 
 class ATM:

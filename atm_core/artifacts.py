@@ -1,4 +1,4 @@
-"""The artifact store: models as pickles (with their sha256) and metrics as parquet.
+"""The artifact store: models as pickles (with their sha256), metrics and predictions as parquet.
 
 Any fsspec URL works as the root: a local folder (the default ``./artifacts``) or
 ``s3://bucket/prefix`` with endpoint and credentials from the standard ``AWS_*`` variables.
@@ -30,6 +30,15 @@ class ArtifactStoreError(Exception):
 class StoredModel:
     location: str
     sha256: str
+
+
+@dataclass(frozen=True)
+class ClassifierFiles:
+    """Where one classifier attempt's files went."""
+
+    model: StoredModel
+    metrics_location: str
+    predictions_location: str | None
 
 
 def serialize_model(model: Any) -> bytes:
@@ -64,20 +73,22 @@ class ArtifactStore:
         return self._save_verified(self.url(key), blob, {})
 
     def save_classifier_files(
-        self, prefix: str, blob: bytes, metrics: pd.DataFrame
-    ) -> tuple[StoredModel, str]:
-        """A classifier attempt's ``model.pkl`` (checked like :meth:`save_model`) and
-        ``metrics.parquet`` under ``prefix``, written concurrently on an object store.
+        self, prefix: str, blob: bytes, metrics: pd.DataFrame, predictions: pd.DataFrame | None
+    ) -> ClassifierFiles:
+        """A classifier attempt's ``model.pkl`` (checked like :meth:`save_model`),
+        ``metrics.parquet`` and, when given, ``predictions.parquet`` under ``prefix``, written
+        concurrently on an object store.
 
-        Measured by ``benchmarks/store_latency.py`` (S3 on loopback): two writes one after the
-        other plus a read-back of the model took 12 ms, this 7 ms; behind a proxy that delays
-        every chunk 10 ms each way (a stand-in for a real network), 175 ms and 62 ms.
+        Measured by ``benchmarks/store_latency.py`` (S3 on loopback): the model and metrics one
+        after the other plus a read-back of the model took 12 ms, this 7 ms; behind a proxy that
+        delays every chunk 10 ms each way (a stand-in for a real network), 175 ms and 62 ms.
         """
-        metrics_location = self.url(f"{prefix}/metrics.parquet")
-        stored = self._save_verified(
-            self.url(f"{prefix}/model.pkl"), blob, {metrics_location: _parquet(metrics)}
-        )
-        return stored, metrics_location
+        beside = {self.url(f"{prefix}/metrics.parquet"): _parquet(metrics)}
+        if predictions is not None:
+            beside[self.url(f"{prefix}/predictions.parquet")] = _parquet(predictions)
+        stored = self._save_verified(self.url(f"{prefix}/model.pkl"), blob, beside)
+        locations = list(beside)
+        return ClassifierFiles(stored, locations[0], locations[1] if len(locations) > 1 else None)
 
     def save_frame(self, key: str, frame: pd.DataFrame) -> str:
         location = self.url(key)

@@ -214,7 +214,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings, console: Console) -
 
 
 def cmd_leaderboard(args: argparse.Namespace, settings: Settings, console: Console) -> int:
-    from atm_core.console import leaderboard_table
+    from atm_core.console import ensemble_table, leaderboard_table
 
     hub = open_hub(settings)
     datarun = hub.get_datarun(args.datarun_id)
@@ -223,6 +223,8 @@ def cmd_leaderboard(args: argparse.Namespace, settings: Settings, console: Conso
         board.to_csv(args.output, index=False)
         console.print(f"leaderboard written to {args.output}")
     console.print(leaderboard_table(board, datarun, console.width))
+    if hub.get_ensemble(datarun.id) is not None:
+        console.print(ensemble_table(hub, datarun))
     return 0
 
 
@@ -230,14 +232,17 @@ def cmd_predict(args: argparse.Namespace, settings: Settings, console: Console) 
     from atm_core.data.loading import read_table
 
     hub = open_hub(settings)
-    model = hub.load_model(args.classifier_id)
+    if args.ensemble is not None:
+        model, datarun_id, what = hub.load_ensemble(args.ensemble), args.ensemble, "ensemble"
+    else:
+        model = hub.load_model(args.classifier_id)
+        datarun_id, what = hub.get_classifier(args.classifier_id).datarun_id, "classifier"
     frame = read_table(args.file).frame
-    datarun = hub.get_datarun(hub.get_classifier(args.classifier_id).datarun_id)
-    schema = hub.schema_of(hub.get_dataset(datarun.dataset_id))
+    schema = hub.schema_of(hub.get_dataset(hub.get_datarun(datarun_id).dataset_id))
     missing = [column for column in schema.columns if column not in frame.columns]
     if missing:
         raise DataError(
-            f"{args.file} lacks feature columns the classifier was trained on: {', '.join(missing)}"
+            f"{args.file} lacks feature columns the {what} was trained on: {', '.join(missing)}"
         )
     predictions = model.predict(frame)
     if args.output:
@@ -251,11 +256,33 @@ def cmd_predict(args: argparse.Namespace, settings: Settings, console: Console) 
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings, console: Console) -> int:
-    from atm_core.api import export_model
+    from atm_core.api import export_ensemble, export_model
 
     hub = open_hub(settings)
+    if args.ensemble is not None:
+        path = export_ensemble(hub, args.ensemble, args.path, force=args.force, refit=args.refit)
+        console.print(f"the ensemble of datarun {args.ensemble} exported to {path}")
+        return 0
     path = export_model(hub, args.classifier_id, args.path, force=args.force, refit=args.refit)
     console.print(f"classifier {args.classifier_id} exported to {path}")
+    return 0
+
+
+def cmd_ensemble(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    from atm_core.console import ensemble_table
+    from atm_core.modelhub.models import DatarunStatus
+    from atm_core.results import build_ensemble
+
+    hub = open_hub(settings)
+    datarun = hub.get_datarun(args.datarun_id)
+    if datarun.status != DatarunStatus.COMPLETE:
+        raise ATMError(
+            f"datarun {datarun.id} is {datarun.status.value}: its ensemble is chosen once it "
+            "completes"
+        )
+    if build_ensemble(hub, datarun.id) is None:
+        raise ATMError(f"datarun {datarun.id} has no complete classifier with predictions")
+    console.print(ensemble_table(hub, datarun))
     return 0
 
 
@@ -273,6 +300,14 @@ def cmd_methods(args: argparse.Namespace, settings: Settings, console: Console) 
         table.add_row(name, method.estimator_class, str(len(enumerate_hyperpartitions(method))))
     console.print(table)
     return 0
+
+
+def add_model_choice(parser: argparse.ArgumentParser) -> None:
+    choice = parser.add_mutually_exclusive_group(required=True)
+    choice.add_argument("--classifier-id", type=int, help="one classifier's model")
+    choice.add_argument(
+        "--ensemble", type=int, metavar="DATARUN_ID", help="the ensemble of a complete datarun"
+    )
 
 
 # -- parser -----------------------------------------------------------------------------------
@@ -305,13 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--limit", type=int, default=10)
     board.add_argument("--output", help="also write the whole leaderboard as CSV")
 
-    predict = command("predict", cmd_predict, "predict with a stored classifier")
-    predict.add_argument("--classifier-id", type=int, required=True)
+    predict = command("predict", cmd_predict, "predict with a stored classifier or ensemble")
+    add_model_choice(predict)
     predict.add_argument("file", help="CSV or parquet with the feature columns")
     predict.add_argument("--output", help="write predictions to this CSV instead of stdout")
 
-    export = command("export", cmd_export, "write a classifier's model to a pickle file")
-    export.add_argument("--classifier-id", type=int, required=True)
+    export = command("export", cmd_export, "write a classifier or ensemble to a pickle file")
+    add_model_choice(export)
     export.add_argument("path")
     export.add_argument("--force", action="store_true", help="overwrite an existing file")
     export.add_argument(
@@ -319,6 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fit the configuration on every labelled row first (the model to deploy)",
     )
+
+    ensemble = command(
+        "ensemble", cmd_ensemble, "show a complete datarun's ensemble (choosing it if missing)"
+    )
+    ensemble.add_argument("datarun_id", type=int)
 
     command("methods", cmd_methods, "list the built-in methods")
 

@@ -247,6 +247,27 @@ def leaderboard_table(
     return table
 
 
+def ensemble_table(hub: ModelHub, datarun: Datarun) -> Table:
+    """The datarun's ensemble: members with their weights and their own scores."""
+    ensemble = hub.ensemble(datarun.id)
+    table = Table(
+        title=f"Datarun {datarun.id} ensemble ({datarun.metric}: "
+        f"cv {fmt(ensemble.cv_judgment_metric)}, test {fmt(ensemble.test_judgment_metric)})"
+    )
+    for column in ("weight", "id", "method", "cv mean ± std", "test"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for classifier_id, weight in ensemble.weights.items():
+        member = hub.get_classifier(classifier_id)
+        table.add_row(
+            str(weight),
+            str(member.id),
+            hub.get_hyperpartition(member.hyperpartition_id).method,
+            f"{fmt(member.cv_judgment_metric)} ± {fmt(member.cv_judgment_metric_stdev)}",
+            fmt(member.test_judgment_metric),
+        )
+    return table
+
+
 def status_table(hub: ModelHub) -> Table:
     table = Table(title="Dataruns")
     for column in (

@@ -68,10 +68,18 @@ def resolve_metric(metric: str, k_classes: int) -> str:
 
 
 def silence_fit_warnings() -> None:
-    """Convergence and undefined-metric warnings are expected while searching; hide them."""
+    """Convergence and undefined-metric warnings are expected while searching; hide them
+    (once per process: every call would add filters)."""
+    global _silenced
+    if _silenced:
+        return
     for category in (ConvergenceWarning, UndefinedMetricWarning, RuntimeWarning, FutureWarning):
         warnings.filterwarnings("ignore", category=category)
     warnings.filterwarnings("ignore", message=".*Precision is ill-defined.*")
+    _silenced = True
+
+
+_silenced = False
 
 
 def class_scores(model: Any, X: pd.DataFrame, classes: list) -> np.ndarray | None:
@@ -96,36 +104,52 @@ def compute_metrics(
     y_true: pd.Series, y_pred: np.ndarray, scores: np.ndarray | None, classes: list
 ) -> dict[str, float]:
     """Every metric of the problem type; NaN where one is undefined."""
-    y_true = np.asarray(y_true)
-    y_pred = np.asarray(y_pred)
-    result: dict[str, float] = {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "cohen_kappa": _safe(lambda: cohen_kappa_score(y_true, y_pred)),
-    }
+    names = BINARY_METRICS if len(classes) <= 2 else MULTICLASS_METRICS
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    return {name: metric_value(name, y_true, y_pred, scores, classes) for name in names}
+
+
+def metric_value(
+    metric: str, y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray | None, classes: list
+) -> float:
+    """One metric as :func:`compute_metrics` names it; NaN where it is undefined (a score-based
+    metric without ``scores``, a single class present)."""
+    if metric == "accuracy":
+        return float(accuracy_score(y_true, y_pred))
+    if metric == "cohen_kappa":
+        return _safe(lambda: cohen_kappa_score(y_true, y_pred))
     if len(classes) <= 2:
         positive = classes[-1]
-        result["f1"] = _safe(
-            lambda: f1_score(y_true, y_pred, pos_label=positive, average="binary", zero_division=0)
-        )
-        result["mcc"] = _safe(lambda: matthews_corrcoef(y_true, y_pred))
-        if scores is not None:
-            truth = (y_true == positive).astype(int)
-            result["roc_auc"] = _safe(lambda: roc_auc_score(truth, scores[:, -1]))
-            result["ap"] = _safe(lambda: average_precision_score(truth, scores[:, -1]))
-        else:
-            result["roc_auc"] = result["ap"] = math.nan
-        return {name: result[name] for name in BINARY_METRICS}
-    result["f1_micro"] = _safe(lambda: f1_score(y_true, y_pred, average="micro", zero_division=0))
-    result["f1_macro"] = _safe(lambda: f1_score(y_true, y_pred, average="macro", zero_division=0))
-    if scores is not None:
-        onehot = np.column_stack([(y_true == label).astype(int) for label in classes])
-        finite = np.where(np.isfinite(scores), scores, np.nanmin(scores[np.isfinite(scores)]) - 1)
-        result["rank_accuracy"] = _rank_accuracy(onehot, finite)
-        result["roc_auc_macro"] = _macro_auc(onehot, finite)
-        result["roc_auc_micro"] = _safe(lambda: roc_auc_score(onehot.ravel(), finite.ravel()))
-    else:
-        result["rank_accuracy"] = result["roc_auc_macro"] = result["roc_auc_micro"] = math.nan
-    return {name: result[name] for name in MULTICLASS_METRICS}
+        if metric == "f1":
+            return _safe(
+                lambda: f1_score(
+                    y_true, y_pred, pos_label=positive, average="binary", zero_division=0
+                )
+            )
+        if metric == "mcc":
+            return _safe(lambda: matthews_corrcoef(y_true, y_pred))
+        if scores is None:
+            return math.nan
+        truth = (y_true == positive).astype(int)
+        if metric == "roc_auc":
+            return _safe(lambda: roc_auc_score(truth, scores[:, -1]))
+        if metric == "ap":
+            return _safe(lambda: average_precision_score(truth, scores[:, -1]))
+        raise ConfigError(f"unknown binary metric '{metric}'")
+    if metric in ("f1_micro", "f1_macro"):
+        average = metric.removeprefix("f1_")
+        return _safe(lambda: f1_score(y_true, y_pred, average=average, zero_division=0))
+    if scores is None:
+        return math.nan
+    onehot = np.column_stack([(y_true == label).astype(int) for label in classes])
+    finite = np.where(np.isfinite(scores), scores, np.nanmin(scores[np.isfinite(scores)]) - 1)
+    if metric == "rank_accuracy":
+        return _rank_accuracy(onehot, finite)
+    if metric == "roc_auc_macro":
+        return _macro_auc(onehot, finite)
+    if metric == "roc_auc_micro":
+        return _safe(lambda: roc_auc_score(onehot.ravel(), finite.ravel()))
+    raise ConfigError(f"unknown multiclass metric '{metric}'")
 
 
 def _rank_accuracy(onehot: np.ndarray, scores: np.ndarray) -> float:
@@ -154,13 +178,15 @@ def _safe(compute: Callable[[], float]) -> float:
 
 @dataclass
 class Evaluation:
-    """What one classifier's evaluation produced: the fitted model and its scores."""
+    """What one classifier's evaluation produced: the fitted model, its scores and, for a model
+    with ``predict_proba``, its held-out class probabilities (see :func:`prediction_frame`)."""
 
     model: ClassifierMixin
     metrics: pd.DataFrame  # one row per CV fold plus one "test" row
     cv_judgment_metric: float
     cv_judgment_metric_stdev: float
     test_judgment_metric: float
+    predictions: pd.DataFrame | None = None
 
     def judgment(self, score_target: str) -> float:
         if score_target == "test":
@@ -183,9 +209,11 @@ def evaluate(
         return _evaluate_on_holdout(make_model, data, metric)
     classes = data.classes
     rows: list[dict[str, Any]] = []
+    out_of_fold: np.ndarray | None = np.zeros((len(data.y_train), len(classes)), np.float32)
+    fold_of = np.zeros(len(data.y_train), np.int8)
     folds = StratifiedKFold(n_splits=data.n_folds, shuffle=True, random_state=seed)
     for index, (train_idx, valid_idx) in enumerate(folds.split(data.X_train, data.y_train)):
-        _, row = _fit_and_score(
+        _, row, [probabilities] = _fit_and_score(
             make_model,
             data.X_train.iloc[train_idx],
             data.y_train.iloc[train_idx],
@@ -193,11 +221,22 @@ def evaluate(
             classes,
         )
         rows.append({"split": "cv", "fold": index, **row[0]})
-    model, [row] = _fit_and_score(
+        fold_of[valid_idx] = index
+        if probabilities is None or out_of_fold is None:
+            out_of_fold = None
+        else:
+            out_of_fold[valid_idx] = probabilities
+    model, [row], [test_probabilities] = _fit_and_score(
         make_model, data.X_train, data.y_train, [(data.X_test, data.y_test)], classes
     )
     rows.append({"split": "test", "fold": -1, **row})
-    return _judged(model, rows, metric)
+    evaluation = _judged(model, rows, metric)
+    if out_of_fold is not None and test_probabilities is not None:
+        every_row = np.arange(len(data.y_train))
+        evaluation.predictions = prediction_frame(
+            data, every_row, fold_of, out_of_fold, test_probabilities
+        )
+    return evaluation
 
 
 def _evaluate_on_holdout(
@@ -206,7 +245,7 @@ def _evaluate_on_holdout(
     fit, judge = slice(None, data.n_fit), slice(data.n_fit, None)  # laid out by split_frames
     if not 0 < data.n_fit < len(data.y_train):
         raise ValueError(f"no holdout laid out in the training part (n_fit {data.n_fit})")
-    model, (valid_row, test_row) = _fit_and_score(
+    model, (valid_row, test_row), (judged, tested) = _fit_and_score(
         make_model,
         data.X_train.iloc[fit],
         data.y_train.iloc[fit],
@@ -214,7 +253,45 @@ def _evaluate_on_holdout(
         data.classes,
     )
     rows = [{"split": "cv", "fold": 0, **valid_row}, {"split": "test", "fold": -1, **test_row}]
-    return _judged(model, rows, metric)
+    evaluation = _judged(model, rows, metric)
+    if judged is not None and tested is not None:
+        judged_rows = np.arange(data.n_fit, len(data.y_train))
+        folds = np.zeros(len(judged_rows), np.int8)
+        evaluation.predictions = prediction_frame(data, judged_rows, folds, judged, tested)
+    return evaluation
+
+
+def prediction_frame(
+    data: TrainTest,
+    cv_rows: np.ndarray,
+    cv_folds: np.ndarray,
+    cv_probabilities: np.ndarray,
+    test_probabilities: np.ndarray,
+) -> pd.DataFrame:
+    """Held-out class probabilities, one row per example: ``split`` "cv" (rows of the training
+    part, each predicted by the fold's model that never saw it; ``row`` is the position in the
+    training part, ``fold`` the fold) or "test" (every row of the test part, ``fold`` -1),
+    ``truth`` (the index of the true class in ``data.classes``) and ``p0``..``p{k-1}``
+    (float32, in the same class order). Ensembles are chosen on them."""
+    codes = {
+        "cv": pd.Categorical(data.y_train.iloc[cv_rows], categories=data.classes).codes,
+        "test": pd.Categorical(data.y_test, categories=data.classes).codes,
+    }
+    positions = {"cv": cv_rows, "test": np.arange(len(data.y_test))}
+    folds = {"cv": cv_folds, "test": np.full(len(data.y_test), -1, np.int8)}
+    probabilities = {"cv": cv_probabilities, "test": test_probabilities}
+    parts = []
+    for split in ("cv", "test"):
+        part = pd.DataFrame(
+            np.asarray(probabilities[split], dtype=np.float32),
+            columns=[f"p{k}" for k in range(len(data.classes))],
+        )
+        part.insert(0, "truth", codes[split].astype(np.int16))
+        part.insert(0, "fold", folds[split].astype(np.int8))
+        part.insert(0, "row", positions[split].astype(np.int32))
+        part.insert(0, "split", split)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
 
 
 def _judged(model: ClassifierMixin, rows: list[dict[str, Any]], metric: str) -> Evaluation:
@@ -241,13 +318,14 @@ def _fit_and_score(
     y_fit: pd.Series,
     evaluations: list[tuple[pd.DataFrame, pd.Series]],
     classes: list,
-) -> tuple[ClassifierMixin, list[dict[str, float]]]:
-    """Fit once, then score on each (X, y) pair; fit time is reported on every row."""
+) -> tuple[ClassifierMixin, list[dict[str, float]], list[np.ndarray | None]]:
+    """Fit once, then score on each (X, y) pair; fit time is reported on every row. Also
+    returns each pair's class probabilities (None for a model without ``predict_proba``)."""
     model = make_model()
     started = time.perf_counter()
     model.fit(X_fit, y_fit)
     fit_seconds = time.perf_counter() - started
-    rows = []
+    rows, probabilities = [], []
     for X_eval, y_eval in evaluations:
         predicted = time.perf_counter()
         predictions = model.predict(X_eval)
@@ -256,4 +334,5 @@ def _fit_and_score(
         row["fit_seconds"] = fit_seconds
         row["predict_seconds"] = time.perf_counter() - predicted
         rows.append(row)
-    return model, rows
+        probabilities.append(scores if hasattr(model, "predict_proba") else None)
+    return model, rows, probabilities

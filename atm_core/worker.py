@@ -37,7 +37,7 @@ from atm_core.modelhub.models import (
     HyperpartitionStatus,
     utcnow,
 )
-from atm_core.results import classifier_pipeline, write_leaderboard
+from atm_core.results import build_ensemble, classifier_pipeline, write_leaderboard
 from atm_core.search.proposal import propose
 
 PROPOSAL_ATTEMPTS = 5
@@ -274,6 +274,7 @@ def fit_and_serialize(
 ) -> tuple[Evaluation, bytes]:
     """Cross-validate, refit and pickle ``template``'s configuration (an unfitted pipeline):
     the part of a classifier a time limit may stop, run in the worker's fit process."""
+    silence_fit_warnings()  # the flow's task threads fork fit processes too
     evaluation = evaluate(partial(clone, template), data, metric, seed)
     blob = serialize_model(evaluation.model)
     evaluation.model = None  # travels as the pickle only
@@ -352,7 +353,9 @@ def train_classifier(
             result.status = "errored" if hub.fail_classifier(claim, result.error) else "lost"
             reporter.classifier_finished(result)
             return result
-        stored, metrics_location = hub.store.save_classifier_files(prefix, blob, evaluation.metrics)
+        files = hub.store.save_classifier_files(
+            prefix, blob, evaluation.metrics, evaluation.predictions
+        )
         clock.lap("store")
         best = hub.best_classifier(datarun.id)
         if best is not None:
@@ -362,9 +365,10 @@ def train_classifier(
                 best.cv_judgment_metric_stdev,
             )
         outcome = Outcome(
-            model_location=stored.location,
-            model_sha256=stored.sha256,
-            metrics_location=metrics_location,
+            model_location=files.model.location,
+            model_sha256=files.model.sha256,
+            metrics_location=files.metrics_location,
+            predictions_location=files.predictions_location,
             cv_judgment_metric=evaluation.cv_judgment_metric,
             cv_judgment_metric_stdev=evaluation.cv_judgment_metric_stdev,
             test_judgment_metric=evaluation.test_judgment_metric,
@@ -380,8 +384,8 @@ def train_classifier(
     result.cv_stdev = evaluation.cv_judgment_metric_stdev
     result.test = evaluation.test_judgment_metric
     result.judgment = evaluation.judgment(datarun.score_target.value)
-    result.model_location = stored.location
-    result.metrics_location = metrics_location
+    result.model_location = files.model.location
+    result.metrics_location = files.metrics_location
     reporter.classifier_finished(result)
     return result
 
@@ -492,10 +496,13 @@ class Worker:
     def _finish(self, datarun: Datarun) -> None:
         if self.hub.finish_if_done(datarun.id):
             try:
+                build_ensemble(self.hub, datarun.id)
                 write_leaderboard(self.hub, datarun.id)
-            except ArtifactStoreError as exc:  # a report derived from the ModelHub, rewritable
+            except ArtifactStoreError as exc:  # derived from the ModelHub: `atm ensemble` redoes it
                 log.warning(
-                    "datarun %d is complete but its leaderboard was not stored: %s", datarun.id, exc
+                    "datarun %d is complete but its ensemble or leaderboard was not stored: %s",
+                    datarun.id,
+                    exc,
                 )
             refreshed = self.hub.get_datarun(datarun.id)
             self.reporter.datarun_ended(refreshed, _end_reason(self.hub, refreshed))

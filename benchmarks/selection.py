@@ -12,6 +12,10 @@ scored on the fixed test part. Rules:
 * ``cv+test``: the highest mean of the cross-validated score and the score on the datarun's
   own test split, i.e. judged on every labelled row the datarun holds instead of its folds.
 
+A last column, ``handed over``, is the test AUC ``quality.py`` measured for what the run handed
+over: the datarun's ensemble (refitted within the budget) for runs of the current code, the
+``cv`` pick for runs made before ensembles (or with ``--atm-option final=best``).
+
 The search itself is not replayed (a datarun judging by another rule would also have chosen
 other hyperpartitions): this isolates the final choice. Prints test AUC per run and rule, mean
 AUC and the worst difference to untuned HGB (``HGB``: its test AUC on the same fixed split,
@@ -109,7 +113,7 @@ def main() -> None:
     args = parser.parse_args()
     console = Console()
     table = Table(title="Test AUC of each rule's pick", box=box.MARKDOWN)
-    for column in ("run", "dataset", *RULES):
+    for column in ("run", "dataset", *RULES, "handed over"):
         table.add_column(column)
     per_rule: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for path in args.results:
@@ -117,6 +121,7 @@ def main() -> None:
             if not run["ok"] or not run["system"].startswith("atm"):
                 continue
             outcome = replay(run, args.threads)
+            outcome["handed over"] = (run["chosen_model"], run["auc"])
             for rule, (_, auc) in outcome.items():
                 per_rule[rule][Path(path).stem].append(auc - HGB[run["dataset"]])
             cells = [f"{auc:.4f} ({pick})" for pick, auc in outcome.values()]

@@ -94,7 +94,7 @@ def measure(delay: float, moto_port: int, repeats: int) -> dict[str, float]:
     metrics = pd.DataFrame({"fold": range(6), "roc_auc": rng.random(6), "f1": rng.random(6)})
     store = ArtifactStore(f"s3://bench/delay-{delay}")
     fs, base = store.fs, store.root.removeprefix("s3://")
-    store.save_classifier_files("warm-up", blob, metrics)  # the client's session
+    store.save_classifier_files("warm-up", blob, metrics, None)  # the client's session
 
     def put_get_put(i: int) -> None:
         fs.pipe_file(f"{base}/a{i}/model.pkl", blob)
@@ -109,7 +109,7 @@ def measure(delay: float, moto_port: int, repeats: int) -> dict[str, float]:
         "put, get, put": median_ms(put_get_put, repeats),
         "put, put": median_ms(put_put, repeats),
         "save_classifier_files": median_ms(
-            lambda i: store.save_classifier_files(f"c{i}", blob, metrics), repeats
+            lambda i: store.save_classifier_files(f"c{i}", blob, metrics, None), repeats
         ),
     }
 

@@ -124,7 +124,8 @@ def fit_atm(
     options: dict[str, Any] | None = None,
 ) -> FitResult:
     """ATM's default datarun (``methods=None``, roc_auc), ``threads`` worker processes of one
-    thread each, a deadline at ``SEARCH_SHARE`` of the budget, then the best refitted."""
+    thread each, a deadline at ``SEARCH_SHARE`` of the budget, then the datarun's ensemble
+    refitted (option ``final=best``: its best classifier, the pick before ensembles)."""
     from atm_core import ATM
 
     started = time.perf_counter()
@@ -144,19 +145,32 @@ def fit_atm(
     }
     request.update(options)
     methods = request.pop("methods", None)
+    final = request.pop("final", "ensemble")
+    if final not in ("ensemble", "best"):
+        raise ValueError(f"ATM option final must be 'ensemble' or 'best', not {final!r}")
     run = atm.run(
         train_path=str(path), class_column=label, methods=methods, workers=threads, **request
     )
     searched = time.perf_counter()
     details = atm_details(atm.hub, run.id)
     best = run.get_best_classifier()  # NotFoundError: no complete classifier, a failed run
-    model = run.refit_best_model()
+    ensemble = atm.hub.get_ensemble(run.id)
+    if final == "ensemble" and ensemble is not None:
+        # members refitted best first while they fit in what is left of the budget
+        model = run.refit_ensemble(within_seconds=budget_seconds - (searched - started))
+        chosen = "+".join(
+            f"{atm.hub.get_hyperpartition(atm.hub.get_classifier(i).hyperpartition_id).method}"
+            f"x{weight}"
+            for i, weight in ensemble.weights.items()
+        )
+    else:
+        model = run.refit_best_model()
+        chosen = atm.hub.get_hyperpartition(best.hyperpartition_id).method
     details["seconds"] = {
         "search": round(searched - started, 2),
         "refit": round(time.perf_counter() - searched, 2),
     }
-    method = atm.hub.get_hyperpartition(best.hyperpartition_id).method
-    return FitResult(model, len(atm.hub.classifiers(run.id)), method, details)
+    return FitResult(model, len(atm.hub.classifiers(run.id)), chosen, details)
 
 
 def atm_details(hub: Any, datarun_id: int) -> dict[str, Any]:
@@ -194,6 +208,13 @@ def atm_details(hub: Any, datarun_id: int) -> dict[str, Any]:
             round((last_end - first_start).total_seconds(), 2) if first_start else None
         ),
     }
+    ensemble = hub.get_ensemble(datarun_id)
+    if ensemble is not None:
+        details["ensemble"] = {
+            "members": [[i, weight] for i, weight in ensemble.weights.items()],
+            "cv": ensemble.cv_judgment_metric,
+            "internal_test": ensemble.test_judgment_metric,
+        }
     best = hub.best_classifier(datarun_id)
     if best is not None:
         details["best"] = {

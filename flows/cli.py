@@ -88,6 +88,15 @@ def run_flow(
             f"model at {summary['model_location']}",
             highlight=False,
         )
+    if summary["ensemble"]:
+        members = ", ".join(
+            f"{m['weight']} x {m['method']} #{m['classifier_id']}" for m in summary["ensemble"]
+        )
+        console.print(
+            f"Ensemble: {members}; {datarun_row.metric} cv {summary['ensemble_cv']:.3f}, "
+            f"test {summary['ensemble_test']:.3f}",
+            highlight=False,
+        )
     return summary
 
 
@@ -134,6 +143,11 @@ def cmd_demo(args: argparse.Namespace, settings: Settings, console: Console) -> 
         console.print(
             "Predict with it: atm predict --classifier-id "
             f"{summary['best_classifier_id']} {train_path}",
+            highlight=False,
+        )
+    if summary["ensemble"]:
+        console.print(
+            f"Or with the ensemble: atm predict --ensemble {summary['datarun_id']} {train_path}",
             highlight=False,
         )
     return 0

@@ -243,8 +243,8 @@ def test_artifacts_round_trip(where: str, tmp_path: Path, request: pytest.Fixtur
 def test_classifier_files_are_written_together_and_checked(
     where: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """Model and metrics in one round of writes; on S3 the PUT's MD5 ETag proves the model was
-    stored (no read-back), elsewhere it is read back."""
+    """Model, metrics and predictions in one round of writes; on S3 the PUT's MD5 ETag proves
+    the model was stored (no read-back), elsewhere it is read back."""
     root = str(tmp_path / "store") if where == "local" else request.getfixturevalue("s3_root")
     store = ArtifactStore(root)
     reads: list[str] = []
@@ -252,12 +252,20 @@ def test_classifier_files_are_written_together_and_checked(
     store._get = lambda location: reads.append(location) or real_get(location)  # a spy
     blob = serialize_model({"weights": [1, 2, 3]})
     metrics = pd.DataFrame({"fold": [0, 1], "f1": [0.5, 0.75]})
-    stored, metrics_location = store.save_classifier_files("datarun-1/attempt-1", blob, metrics)
+    predictions = pd.DataFrame({"split": ["cv", "test"], "p0": [0.25, 0.5]})
+    files = store.save_classifier_files("datarun-1/attempt-1", blob, metrics, predictions)
+    stored = files.model
     assert stored.location == store.url("datarun-1/attempt-1/model.pkl")
-    assert metrics_location == store.url("datarun-1/attempt-1/metrics.parquet")
+    assert files.metrics_location == store.url("datarun-1/attempt-1/metrics.parquet")
+    assert files.predictions_location == store.url("datarun-1/attempt-1/predictions.parquet")
     assert reads == ([] if where == "s3" else [stored.location])
     assert pickle.loads(real_get(stored.location)) == {"weights": [1, 2, 3]}
-    pd.testing.assert_frame_equal(store.load_frame(metrics_location), metrics)
+    pd.testing.assert_frame_equal(store.load_frame(files.metrics_location), metrics)
+    pd.testing.assert_frame_equal(store.load_frame(files.predictions_location), predictions)
+    # a model without predict_proba has no predictions: nothing is written for them
+    files = store.save_classifier_files("datarun-1/attempt-2", blob, metrics, None)
+    assert files.predictions_location is None
+    assert not store.fs.exists(store._path(store.url("datarun-1/attempt-2/predictions.parquet")))
 
 
 def test_a_store_reply_without_an_md5_etag_is_checked_by_reading_back(s3_root: str) -> None:

@@ -58,6 +58,7 @@ class Outcome:
     cv_judgment_metric: float
     cv_judgment_metric_stdev: float
     test_judgment_metric: float
+    predictions_location: str | None = None
 
 
 class DuplicateProposal(Exception):
@@ -248,6 +249,7 @@ def complete(session: Session, claim: Claim, outcome: Outcome) -> bool:
             model_location=outcome.model_location,
             model_sha256=outcome.model_sha256,
             metrics_location=outcome.metrics_location,
+            predictions_location=outcome.predictions_location,
             cv_judgment_metric=outcome.cv_judgment_metric,
             cv_judgment_metric_stdev=outcome.cv_judgment_metric_stdev,
             test_judgment_metric=outcome.test_judgment_metric,

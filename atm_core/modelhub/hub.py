@@ -33,6 +33,7 @@ from atm_core.modelhub.models import (
     Datarun,
     DatarunStatus,
     Dataset,
+    Ensemble,
     ErrorKind,
     Hyperpartition,
     HyperpartitionStatus,
@@ -411,6 +412,80 @@ class ModelHub:
         if not classifier.metrics_location:
             raise NotFoundError(f"classifier {classifier_id} has no stored metrics")
         return self.store.load_frame(classifier.metrics_location)
+
+    # -- ensembles --------------------------------------------------------------------------
+    def ensemble_candidates(self, datarun_id: int, limit: int) -> list[Classifier]:
+        """The datarun's best ``limit`` complete classifiers with stored predictions, best first
+        (ranked as the leaderboard ranks them)."""
+        with self.transaction() as session:
+            datarun = _found(session, Datarun, datarun_id)
+            return list(
+                session.scalars(
+                    select(Classifier)
+                    .where(
+                        Classifier.datarun_id == datarun_id,
+                        Classifier.status == ClassifierStatus.COMPLETE,
+                        Classifier.predictions_location.is_not(None),
+                    )
+                    .order_by(judgment_expression(datarun.score_target).desc(), Classifier.id)
+                    .limit(limit)
+                )
+            )
+
+    def load_predictions(self, classifier: Classifier) -> pd.DataFrame:
+        if not classifier.predictions_location:
+            raise NotFoundError(f"classifier {classifier.id} has no stored predictions")
+        return self.store.load_frame(classifier.predictions_location)
+
+    def record_ensemble(
+        self, datarun_id: int, weights: dict[int, int], cv_score: float, test_score: float
+    ) -> Ensemble:
+        """Keep a datarun's ensemble; the first one recorded stays (one per datarun)."""
+
+        def insert(session: Session) -> Ensemble:
+            ensemble = Ensemble(
+                datarun_id=datarun_id,
+                members=[[classifier_id, weight] for classifier_id, weight in weights.items()],
+                cv_judgment_metric=cv_score,
+                test_judgment_metric=test_score,
+            )
+            session.add(ensemble)
+            session.flush()
+            return ensemble
+
+        try:
+            return self._write(insert, "recording an ensemble")
+        except DuplicateRow:
+            ensemble = self.get_ensemble(datarun_id)
+            assert ensemble is not None  # the row another finalizer inserted first
+            return ensemble
+
+    def get_ensemble(self, datarun_id: int) -> Ensemble | None:
+        with self.transaction() as session:
+            return session.scalars(
+                select(Ensemble).where(Ensemble.datarun_id == datarun_id)
+            ).first()
+
+    def ensemble(self, datarun_id: int) -> Ensemble:
+        """The datarun's ensemble; NotFoundError before it has one."""
+        ensemble = self.get_ensemble(datarun_id)
+        if ensemble is None:
+            self.get_datarun(datarun_id)  # an unknown datarun is its own error
+            raise NotFoundError(
+                f"datarun {datarun_id} has no ensemble: it is chosen when the datarun completes "
+                "(`atm ensemble` chooses it for a complete one)"
+            )
+        return ensemble
+
+    def load_ensemble(self, datarun_id: int) -> Any:
+        """The datarun's ensemble as one model (its members' verified pickles, weighted):
+        ``predict`` and ``predict_proba`` away."""
+        from atm_core.ensemble import EnsembleModel
+
+        ensemble = self.ensemble(datarun_id)
+        dataset = self.get_dataset(self.get_datarun(datarun_id).dataset_id)
+        members = [(self.load_model(i), weight) for i, weight in ensemble.weights.items()]
+        return EnsembleModel(members, list(dataset.class_labels))
 
     # -- search history ---------------------------------------------------------------------
     def search_config(self, datarun: Datarun) -> SearchConfig:

@@ -1,4 +1,4 @@
-"""The ModelHub schema: datasets, dataruns, hyperpartitions and classifiers.
+"""The ModelHub schema: datasets, dataruns, hyperpartitions, classifiers and ensembles.
 
 Field names follow the ATM documentation's "Guide to the ModelHub database". Hyperparameter
 specs and values are JSON (the original stored base64 pickles that broke when BTB changed).
@@ -183,6 +183,9 @@ class Classifier(Base):
     model_location: Mapped[str | None] = mapped_column(String(1000))
     model_sha256: Mapped[str | None] = mapped_column(String(64))
     metrics_location: Mapped[str | None] = mapped_column(String(1000))
+    # Held-out class probabilities (parquet) that ensembles are chosen on; NULL for a model
+    # without predict_proba.
+    predictions_location: Mapped[str | None] = mapped_column(String(1000))
     cv_judgment_metric: Mapped[float | None] = mapped_column(Float)
     cv_judgment_metric_stdev: Mapped[float | None] = mapped_column(Float)
     test_judgment_metric: Mapped[float | None] = mapped_column(Float)
@@ -204,3 +207,21 @@ class Classifier(Base):
         Index("ix_classifiers_datarun_status", "datarun_id", "status"),
         Index("ix_classifiers_datarun_config", "datarun_id", "hyperpartition_id", "config_key"),
     )
+
+
+class Ensemble(Base):
+    """The averaged model a finished datarun hands over (one per datarun): its members are
+    complete classifiers with integer weights, chosen on their out-of-fold probabilities."""
+
+    __tablename__ = "ensembles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    datarun_id: Mapped[int] = mapped_column(ForeignKey("dataruns.id"), unique=True)
+    members: Mapped[list[Any]] = mapped_column(JSON)  # [[classifier_id, weight], ...] best first
+    cv_judgment_metric: Mapped[float] = mapped_column(Float)
+    test_judgment_metric: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+    @property
+    def weights(self) -> dict[int, int]:
+        return {int(classifier_id): int(weight) for classifier_id, weight in self.members}

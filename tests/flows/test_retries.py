@@ -28,7 +28,7 @@ def expected_files(classifiers, summary) -> set[Path]:
     locations = [summary["leaderboard_location"]]
     for c in classifiers:
         if c.status == ClassifierStatus.COMPLETE:
-            locations += [c.model_location, c.metrics_location]
+            locations += [c.model_location, c.metrics_location, c.predictions_location]
     return {Path(location.split("://", 1)[1]) for location in locations}
 
 
