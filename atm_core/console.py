@@ -195,7 +195,16 @@ class ConsoleReporter(Reporter):
 
     def datarun_ended(self, datarun: Datarun, reason: str) -> None:
         self._update(datarun.id)
-        self._print(f"{reason[0].upper()}{reason[1:]}!", f"Datarun {datarun.id} has ended.")
+        lines = [f"{reason[0].upper()}{reason[1:]}!", f"Datarun {datarun.id} has ended."]
+        ensemble = self.hub.get_ensemble(datarun.id)
+        if ensemble is not None:
+            members = ", ".join(f"{w} x #{i}" for i, w in ensemble.weights.items())
+            lines.append(
+                f"Ensemble: {members} ({datarun.metric} cv {fmt(ensemble.cv_judgment_metric)}, "
+                f"test {fmt(ensemble.test_judgment_metric)}); "
+                f"atm predict --ensemble {datarun.id} FILE"
+            )
+        self._print(*lines)
 
     def waiting(self, datarun: Datarun, running: int) -> None:
         self._update(datarun.id)

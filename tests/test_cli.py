@@ -158,7 +158,10 @@ def test_worker_prints_what_the_original_printed(
     ]
     assert "    max_depth = " in "\n".join(lines)
     tail = lines.index("Classifier budget has run out!")
-    assert lines[tail + 1 : tail + 3] == ["Datarun 1 has ended.", "No dataruns found. Exiting."]
+    assert lines[tail + 1] == "Datarun 1 has ended."
+    assert lines[tail + 2].startswith("Ensemble: ")  # the datarun's, chosen as it completed
+    assert lines[tail + 2].endswith("atm predict --ensemble 1 FILE")
+    assert lines[tail + 3] == "No dataruns found. Exiting."
     assert "3/3 classifiers" in out  # the progress bar
 
 

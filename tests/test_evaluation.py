@@ -147,6 +147,47 @@ def test_without_scores_ranking_metrics_are_undefined() -> None:
     assert all(math.isnan(multi[m]) for m in ("rank_accuracy", "roc_auc_micro", "roc_auc_macro"))
 
 
+@pytest.mark.parametrize("k_classes", [2, 4])
+def test_metrics_computed_with_numpy_equal_scikit_learns(k_classes: int) -> None:
+    """Accuracy, F1 and ROC AUC are computed with numpy for speed: scikit-learn gives the same,
+    with tied scores, a class never predicted and a class absent from the truth."""
+    rng = np.random.default_rng(k_classes)
+    classes = [f"c{k}" for k in range(k_classes)]
+    for _ in range(20):
+        n = int(rng.integers(8, 60))
+        present = classes if k_classes == 2 else classes[:-1]  # multiclass: last one absent
+        y_true = np.asarray(rng.choice(present, n), dtype=object)
+        y_true[:2] = present[:2]  # at least two classes present
+        scores = np.round(rng.uniform(size=(n, k_classes)), 1)  # rounding makes ties
+        y_pred = np.asarray(classes, dtype=object)[scores.argmax(axis=1)]
+        y_pred[y_pred == classes[0]] = classes[1]  # one class never predicted
+        got = compute_metrics(y_true, y_pred, scores, classes)
+        if k_classes == 2:
+            truth = (y_true == classes[1]).astype(int)
+            expected = {
+                "accuracy": accuracy_score(y_true, y_pred),
+                "f1": f1_score(y_true, y_pred, pos_label=classes[1], zero_division=0),
+                "roc_auc": roc_auc_score(truth, scores[:, 1]),
+            }
+        else:
+            onehot = np.column_stack([(y_true == c).astype(int) for c in classes])
+            expected = {
+                "accuracy": accuracy_score(y_true, y_pred),
+                "f1_micro": f1_score(y_true, y_pred, average="micro", zero_division=0),
+                "f1_macro": f1_score(y_true, y_pred, average="macro", zero_division=0),
+                "roc_auc_micro": roc_auc_score(onehot.ravel(), scores.ravel()),
+                "roc_auc_macro": np.mean(
+                    [roc_auc_score(onehot[:, k], scores[:, k]) for k in range(k_classes - 1)]
+                ),
+            }
+        for name, value in expected.items():
+            assert got[name] == pytest.approx(value, abs=1e-12), name
+    one_class = compute_metrics(
+        np.array(["c1"] * 5), np.array(["c1"] * 5), np.ones((5, 2)), classes[:2]
+    )
+    assert math.isnan(one_class["roc_auc"]) and one_class["f1"] == 1.0
+
+
 def test_class_scores_align_columns_to_the_dataset_classes() -> None:
     X = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]})
     # a model that never saw class "b" (absent from its training fold): its column is 0
