@@ -214,8 +214,9 @@ def refit_ensemble(
     :func:`refit_model`): the ensemble to deploy.
 
     With ``within_seconds``, members are refitted best first while their estimated refit time
-    (see :func:`refit_seconds`) fits in what is left; the others keep their stored models. The
-    8 members of a 60-s digits datarun took 22 s to refit, a third of the datarun's budget.
+    (see :func:`refit_seconds`) fits in what is left; the others keep their stored models. An
+    ensemble has several members (up to 11 distinct ones in the 60-s benchmark runs), so its
+    refit costs several fits: this keeps a budget that the refit belongs to.
     """
     ensemble = hub.ensemble(datarun_id)
     datarun = hub.get_datarun(datarun_id)

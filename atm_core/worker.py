@@ -23,6 +23,7 @@ from sklearn.base import clone
 
 from atm_core.artifacts import ArtifactStoreError, serialize_model
 from atm_core.data.split import TrainTest, load_train_test
+from atm_core.ensemble import CANDIDATES
 from atm_core.evaluation import Evaluation, evaluate, resolve_metric, silence_fit_warnings
 from atm_core.isolation import ChildFailed, FitProcess, TimeLimitExceeded
 from atm_core.memory import configure_allocators, give_back
@@ -353,16 +354,19 @@ def train_classifier(
             result.status = "errored" if hub.fail_classifier(claim, result.error) else "lost"
             reporter.classifier_finished(result)
             return result
-        files = hub.store.save_classifier_files(
-            prefix, blob, evaluation.metrics, evaluation.predictions
-        )
+        # Predictions only matter to a classifier that may end among the ensemble's candidates:
+        # with CANDIDATES complete classifiers ahead of it already, it never will (the count
+        # only grows), and its predictions.parquet (a third write) is left out.
+        standing = hub.standing(datarun.id, evaluation.judgment(datarun.score_target.value))
+        clock.lap("record")
+        predictions = evaluation.predictions if standing.ahead < CANDIDATES else None
+        files = hub.store.save_classifier_files(prefix, blob, evaluation.metrics, predictions)
         clock.lap("store")
-        best = hub.best_classifier(datarun.id)
-        if best is not None:
+        if standing.best is not None:
             result.previous_best = (
-                best.id,
-                judgment(best, datarun.score_target),
-                best.cv_judgment_metric_stdev,
+                standing.best.id,
+                judgment(standing.best, datarun.score_target),
+                standing.best.cv_judgment_metric_stdev,
             )
         outcome = Outcome(
             model_location=files.model.location,

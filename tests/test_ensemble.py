@@ -316,3 +316,37 @@ def test_upgrading_a_hub_of_revision_0004_keeps_its_classifiers(
         assert build_ensemble(hub, datarun.id) is None
     finally:
         hub.close()
+
+
+def test_predictions_are_stored_only_while_a_classifier_can_be_a_candidate(
+    sqlite_hub: ModelHub, pollution_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A classifier with CANDIDATES complete ones ranked ahead of it never becomes a candidate
+    (the count only grows): it stores no predictions, and the final candidates all have them."""
+    hub = sqlite_hub
+    monkeypatch.setattr("atm_core.worker.CANDIDATES", 2)
+    monkeypatch.setattr("atm_core.results.CANDIDATES", 2)
+    request = DatarunRequest(pollution_path, methods=["dt"], budget=12, metric="roc_auc")
+    datarun = enter_data(hub, request).dataruns[0]
+    Worker(hub, datarun_ids=[datarun.id]).run()
+    done = sorted(hub.classifiers(datarun.id, status="complete"), key=lambda c: c.end_time)
+    without = [c for c in done if c.predictions_location is None]
+    assert without  # this seeded search does not improve on every classifier
+    for classifier in without:
+        earlier = done[: done.index(classifier)]
+        ahead = [c for c in earlier if c.cv_judgment_metric >= classifier.cv_judgment_metric]
+        assert len(ahead) >= 2
+    top = hub.leaderboard(datarun.id, limit=2)["classifier_id"].tolist()
+    assert [c.id for c in hub.ensemble_candidates(datarun.id, 2)] == top
+    assert set(hub.ensemble(datarun.id).weights) <= set(top)
+
+
+def test_standing_counts_the_classifiers_ranked_ahead(
+    sqlite_hub: ModelHub, pollution_path: str
+) -> None:
+    datarun = _finished_datarun(sqlite_hub, pollution_path, budget=4)
+    scores = sorted(c.cv_judgment_metric for c in sqlite_hub.classifiers(datarun.id, "complete"))
+    assert sqlite_hub.standing(datarun.id, 2.0).ahead == 0
+    assert sqlite_hub.standing(datarun.id, -1.0).ahead == len(scores)
+    assert sqlite_hub.standing(datarun.id, scores[-1]).ahead == scores.count(scores[-1])
+    assert sqlite_hub.standing(datarun.id, 0.0).best.id == sqlite_hub.best_classifier(datarun.id).id

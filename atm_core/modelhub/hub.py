@@ -112,6 +112,15 @@ class DatarunProgress:
     classifiers: int  # rows of any status: the spent classifier budget
 
 
+@dataclass(frozen=True)
+class Standing:
+    """Where a new score would stand in a datarun: its best classifier so far, and how many
+    complete classifiers rank ahead of the score (at least as high: ties go to the older)."""
+
+    best: Classifier | None
+    ahead: int
+
+
 def _found(session: Session, model: type, key: int) -> Any:
     row = session.get(model, key)
     if row is None:
@@ -393,6 +402,20 @@ class ModelHub:
                 select(func.count(Classifier.id)).where(Classifier.datarun_id == datarun_id)
             )
             return DatarunProgress(datarun, _best(session, datarun), count or 0)
+
+    def standing(self, datarun_id: int, score: float) -> Standing:
+        """The datarun's best classifier and the number ranking ahead of ``score`` (a judgment
+        metric), read in one transaction before a finished classifier is stored."""
+        with self.transaction() as session:
+            datarun = _found(session, Datarun, datarun_id)
+            ahead = session.scalar(
+                select(func.count(Classifier.id)).where(
+                    Classifier.datarun_id == datarun_id,
+                    Classifier.status == ClassifierStatus.COMPLETE,
+                    judgment_expression(datarun.score_target) >= score,
+                )
+            )
+            return Standing(_best(session, datarun), ahead or 0)
 
     def model_bytes(self, classifier_id: int) -> bytes:
         """The stored pickle of a complete classifier, checked against its recorded sha256."""
