@@ -4,7 +4,9 @@ The final pick of a search is the luckiest of many cross-validated scores within
 replayed on 42 finished benchmark dataruns (``benchmarks/selection.py``), the single best by CV
 fell below untuned HistGradientBoosting by up to 0.0096 test AUC. Averaging several good models
 is the remedy AutoML systems use (auto-sklearn, AutoGluon), and it keeps the test part honest:
-members and weights are chosen on the training part's out-of-fold probabilities only.
+members and weights are chosen on the training part's out-of-fold probabilities only. On 28
+benchmark dataruns of 60 s the ensemble beat its datarun's best classifier in 21 (4 ties, 3
+losses), and the worst test AUC against untuned HGB went from -0.0103 to -0.0036.
 
 :func:`select` is greedy forward selection with replacement (Caruana et al., 2004, "Ensemble
 selection from libraries of models"): each round adds the candidate, possibly again, whose
