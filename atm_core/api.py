@@ -121,9 +121,8 @@ class DatarunResult:
             )
         ensemble = self.hub.get_ensemble(self.id)
         if ensemble is not None:
-            members = ", ".join(f"{weight} x #{i}" for i, weight in ensemble.weights.items())
             lines.append(
-                f"    ensemble: {members}, cv {ensemble.cv_judgment_metric:.3f}, "
+                f"    ensemble: {ensemble.members_text()}, cv {ensemble.cv_judgment_metric:.3f}, "
                 f"test {ensemble.test_judgment_metric:.3f}"
             )
         text = "\n".join(lines)

@@ -198,9 +198,9 @@ class ConsoleReporter(Reporter):
         lines = [f"{reason[0].upper()}{reason[1:]}!", f"Datarun {datarun.id} has ended."]
         ensemble = self.hub.get_ensemble(datarun.id)
         if ensemble is not None:
-            members = ", ".join(f"{w} x #{i}" for i, w in ensemble.weights.items())
             lines.append(
-                f"Ensemble: {members} ({datarun.metric} cv {fmt(ensemble.cv_judgment_metric)}, "
+                f"Ensemble: {ensemble.members_text()} "
+                f"({datarun.metric} cv {fmt(ensemble.cv_judgment_metric)}, "
                 f"test {fmt(ensemble.test_judgment_metric)}); "
                 f"atm predict --ensemble {datarun.id} FILE"
             )

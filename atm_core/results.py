@@ -87,14 +87,12 @@ class DatarunSummary:
             f"Load it with `ModelHub(url).load_model({self.best_classifier_id})`.",
         ]
         if self.ensemble:
-            members = ", ".join(
-                f"{m['weight']} x {m['method']} #{m['classifier_id']}" for m in self.ensemble
-            )
             lines += [
                 "",
                 "## Ensemble",
                 "",
-                f"{members}: {self.metric} {self.ensemble_cv:.4f} out of fold, "
+                f"{ensemble_members_text(self.ensemble)}: "
+                f"{self.metric} {self.ensemble_cv:.4f} out of fold, "
                 f"{self.ensemble_test:.4f} on the test part.",
                 "",
                 f"Load it with `ModelHub(url).load_ensemble({self.datarun_id})`.",
@@ -102,6 +100,11 @@ class DatarunSummary:
         if self.leaderboard_location:
             lines += ["", f"Leaderboard: `{self.leaderboard_location}`"]
         return "\n".join(lines)
+
+
+def ensemble_members_text(members: list[dict[str, Any]]) -> str:
+    """``2 x hgb #14, 1 x rf #3``: a summary's ensemble members, best first."""
+    return ", ".join(f"{m['weight']} x {m['method']} #{m['classifier_id']}" for m in members)
 
 
 def leaderboard_records(board: pd.DataFrame) -> list[dict[str, Any]]:

@@ -46,6 +46,7 @@ def run_flow(
 ) -> dict[str, Any]:
     """Validate, then run the ``atm`` flow in-process with a progress bar; print the result."""
     from atm_core.console import DatarunWatcher, leaderboard_table
+    from atm_core.results import ensemble_members_text
 
     if datarun_id is None:
         from atm_core.dataruns import check_request
@@ -89,11 +90,9 @@ def run_flow(
             highlight=False,
         )
     if summary["ensemble"]:
-        members = ", ".join(
-            f"{m['weight']} x {m['method']} #{m['classifier_id']}" for m in summary["ensemble"]
-        )
         console.print(
-            f"Ensemble: {members}; {datarun_row.metric} cv {summary['ensemble_cv']:.3f}, "
+            f"Ensemble: {ensemble_members_text(summary['ensemble'])}; "
+            f"{datarun_row.metric} cv {summary['ensemble_cv']:.3f}, "
             f"test {summary['ensemble_test']:.3f}",
             highlight=False,
         )

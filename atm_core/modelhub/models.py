@@ -225,3 +225,7 @@ class Ensemble(Base):
     @property
     def weights(self) -> dict[int, int]:
         return {int(classifier_id): int(weight) for classifier_id, weight in self.members}
+
+    def members_text(self) -> str:
+        """``2 x #14, 1 x #3``: each member's weight and classifier id, best first."""
+        return ", ".join(f"{weight} x #{i}" for i, weight in self.weights.items())
