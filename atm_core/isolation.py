@@ -158,6 +158,7 @@ class _Child:
     def fork(cls, context: object) -> _Child:
         request_reader, request_writer = os.pipe()
         reply_reader, reply_writer = os.pipe()
+        _thread_pools()  # scanned once here, not again in every child
         freeze_for_fork()
         pid = os.fork()
         if pid == 0:
