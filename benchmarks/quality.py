@@ -3,11 +3,14 @@
     .venv/bin/python benchmarks/quality.py --markdown                       # everything, 60 s
     .venv/bin/python benchmarks/quality.py --budget 20 --datasets titanic breast_cancer
     .venv/bin/python benchmarks/quality.py --systems atm --atm-option tuner=gp_ei
+    .venv/bin/python benchmarks/quality.py --seed 1                         # other seeds
     .venv/bin/python benchmarks/quality.py --repeat-from benchmarks/out/quality-*.json --markdown
 
 Every dataset x system runs in its own process (``--one SYSTEM DATASET``) with
 OMP/OPENBLAS/MKL_NUM_THREADS = ``--threads``, the same wall-clock budget and the suite's fixed
-75/25 split; the process group is SIGKILLed at 3x the budget. Each run writes a JSON record
+75/25 split; the process group is SIGKILLed at 3x the budget. ``--seed`` seeds every system's
+own randomness (ATM's datarun, FLAML, Optuna's sampler and CV folds, the untuned models); the
+split stays the suite's. Each run writes a JSON record
 (test ROC AUC, accuracy, macro-F1, log loss, fit wall time, configurations tried, chosen
 model); the parent collects them into ``--output`` after every run and prints per-dataset
 tables, mean ranks (a failed run ranks last) and ATM - untuned HGB per dataset.
@@ -84,8 +87,10 @@ def score(model: Any, test: pd.DataFrame, label: str, classes: list) -> dict[str
 def run_one(args: argparse.Namespace) -> int:
     """Fit one system on one dataset, score it on the test part, write the JSON record."""
     warnings.filterwarnings("ignore")
+    import systems
     from systems import SYSTEMS, parse_atm_options
 
+    systems.SEED = args.seed
     system, dataset = args.one
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -97,6 +102,8 @@ def run_one(args: argparse.Namespace) -> int:
     }
     try:
         options = parse_atm_options(args.atm_option) if system == "atm" else {}
+        if system == "atm":
+            options.setdefault("seed", args.seed)
         train, test, label = suite.load(dataset)
         classes = sorted(train[label].unique().tolist())
         started = time.perf_counter()
@@ -165,6 +172,8 @@ def launch(
         str(args.budget),
         "--threads",
         str(args.threads),
+        "--seed",
+        str(args.seed),
         "--workdir",
         str(workdir),
         "--result",
@@ -234,6 +243,7 @@ def run_all(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "meta": {
             "budget_seconds": args.budget,
             "threads": args.threads,
+            "seed": args.seed,
             "datasets": args.datasets,
             "systems": [system_label(s, args.atm_option) for s in args.systems],
             "atm_options": args.atm_option,
@@ -470,6 +480,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--budget", type=float, default=60.0, help="seconds per system and dataset")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="every system's own seed (the split stays fixed)"
+    )
     parser.add_argument(
         "--datasets", nargs="+", default=list(suite.SUITE), choices=list(suite.SUITE)
     )
