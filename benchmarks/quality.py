@@ -10,10 +10,10 @@ Every dataset x system runs in its own process (``--one SYSTEM DATASET``) with
 OMP/OPENBLAS/MKL_NUM_THREADS = ``--threads``, the same wall-clock budget and the suite's fixed
 75/25 split; the process group is SIGKILLed at 3x the budget. ``--seed`` seeds every system's
 own randomness (ATM's datarun, FLAML, Optuna's sampler and CV folds, the untuned models); the
-split stays the suite's. Each run writes a JSON record
-(test ROC AUC, accuracy, macro-F1, log loss, fit wall time, configurations tried, chosen
-model); the parent collects them into ``--output`` after every run and prints per-dataset
-tables, mean ranks (a failed run ranks last) and ATM - untuned HGB per dataset.
+split stays the suite's. Each run writes a JSON record (test ROC AUC, accuracy, macro-F1, log
+loss, fit wall time, configurations tried, chosen model); the parent collects them into
+``--output`` after every run and prints per-dataset tables, mean ranks (a failed run ranks
+last) and ATM - untuned HGB per dataset.
 """
 
 from __future__ import annotations
@@ -88,9 +88,8 @@ def run_one(args: argparse.Namespace) -> int:
     """Fit one system on one dataset, score it on the test part, write the JSON record."""
     warnings.filterwarnings("ignore")
     import systems
-    from systems import SYSTEMS, parse_atm_options
 
-    systems.SEED = args.seed
+    systems.SEED = args.seed  # this process runs this one system: its seed is the run's
     system, dataset = args.one
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -101,14 +100,15 @@ def run_one(args: argparse.Namespace) -> int:
         "error": None,
     }
     try:
-        options = parse_atm_options(args.atm_option) if system == "atm" else {}
+        options = systems.parse_atm_options(args.atm_option) if system == "atm" else {}
         if system == "atm":
             options.setdefault("seed", args.seed)
         train, test, label = suite.load(dataset)
         classes = sorted(train[label].unique().tolist())
         started = time.perf_counter()
         try:
-            fitted = SYSTEMS[system](train, label, args.budget, args.threads, workdir, options)
+            fit = systems.SYSTEMS[system]
+            fitted = fit(train, label, args.budget, args.threads, workdir, options)
         finally:
             record["fit_seconds"] = round(time.perf_counter() - started, 2)
         record.update(
