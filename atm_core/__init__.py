@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
+
+# Arrow's C++ code (its parquet reader and writer) allocates from Arrow's default pool, by
+# default mimalloc, which keeps what it freed: writing one classifier's predictions left a
+# worker 15-23 MB larger. The pool is chosen when pyarrow is first imported, from this variable
+# (an explicit setting wins); see atm_core.memory.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 __version__ = "0.1.0"
 __all__ = ["ATM", "DatarunResult", "ModelHub", "Settings", "load_settings"]

@@ -10,9 +10,12 @@ undo that sharing or keep memory that is no longer used:
   rows its process held 90-120 MB, 45-50 MB once trimmed. :func:`give_back` returns it.
   :func:`configure_allocators` keeps less in the first place: Arrow's own allocator (mimalloc)
   keeps what it freed whatever it is asked, so Arrow allocates with ``malloc`` (a worker holding
-  the 100k set: 335 -> 314 MB); and glibc, once a large block is freed, serves blocks up to
-  32 MB from its heap, where freed ones fragment it, so a fixed threshold keeps every block
-  over 1 MB (a copy of the data, a one-hot matrix) a mapping of its own, unmapped when freed.
+  the 100k set: 335 -> 314 MB). ``set_memory_pool`` reaches pyarrow's own calls only; the
+  parquet reader and writer take Arrow's C++ default, which ``import atm_core`` sets to
+  ``malloc`` before pyarrow loads (``ARROW_DEFAULT_MEMORY_POOL``; the worker 300 -> 290 MB).
+  And glibc, once a large block is freed, serves blocks up to 32 MB from its heap, where freed
+  ones fragment it, so a fixed threshold keeps every block over 1 MB (a copy of the data, a
+  one-hot matrix) a mapping of its own, unmapped when freed.
 """
 
 from __future__ import annotations

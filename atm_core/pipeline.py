@@ -26,6 +26,7 @@ from sklearn.preprocessing import (
 from atm_core.data.dataset import FeatureSchema
 from atm_core.estimators import (
     BlockwiseStandardScaler,
+    Float32Columns,
     PCAComponents,
     StackedColumns,
     as_categories,
@@ -67,6 +68,20 @@ def estimator_kwargs(values: dict[str, Any]) -> dict[str, Any]:
 NO_OP_N_JOBS = frozenset({"sklearn.linear_model.LogisticRegression"})
 
 
+# Estimators whose preprocessing writes float32. A logistic regression fits in its input's
+# precision: on the 100k benchmark set its 45,000 x 69 matrix took 12 MB instead of 25, the fit
+# 1.03 s instead of 1.2, with the same scores to 5 decimals. Trees and forests convert their
+# input to float32 themselves: given it, they skip that copy and fit the same trees.
+FLOAT32_INPUT = frozenset(
+    {
+        "sklearn.linear_model.LogisticRegression",
+        "sklearn.tree.DecisionTreeClassifier",
+        "sklearn.ensemble.RandomForestClassifier",
+        "sklearn.ensemble.ExtraTreesClassifier",
+    }
+)
+
+
 def build_pipeline(
     estimator_class: str,
     values: dict[str, Any],
@@ -89,7 +104,14 @@ def build_pipeline(
     ):
         kwargs["n_jobs"] = n_jobs
     steps: list[tuple[str, Any]] = [
-        ("preprocess", preprocessor(schema, ordinal=bool(values.get("_ordinal"))))
+        (
+            "preprocess",
+            preprocessor(
+                schema,
+                ordinal=bool(values.get("_ordinal")),
+                float32=estimator_class in FLOAT32_INPUT,
+            ),
+        )
     ]
     # Scaling works in place (copy=False): its input is the preprocessor's own new array.
     if values.get("_scale"):
@@ -111,9 +133,11 @@ def build_pipeline(
     return Pipeline(steps)
 
 
-def preprocessor(schema: FeatureSchema, *, ordinal: bool = False) -> StackedColumns:
+def preprocessor(
+    schema: FeatureSchema, *, ordinal: bool = False, float32: bool = False
+) -> StackedColumns:
     """Imputation, and one-hot encoding (or with ``ordinal`` numbering) for the schema's
-    columns; other columns are dropped.
+    columns, into one matrix (with ``float32`` of that type); other columns are dropped.
 
     Numbered categories (alphabetical order, -1 for one never seen) suit histogram gradient
     boosting: untuned on the benchmark suite's 5 datasets with categories, its test AUC moved
@@ -154,9 +178,8 @@ def preprocessor(schema: FeatureSchema, *, ordinal: bool = False) -> StackedColu
             )
         )
     # sparse_threshold=0: always one dense matrix (the one-hot block arrives sparse)
-    return StackedColumns(
-        branches, remainder="drop", sparse_threshold=0, verbose_feature_names_out=False
-    )
+    stacker = Float32Columns if float32 else StackedColumns
+    return stacker(branches, remainder="drop", sparse_threshold=0, verbose_feature_names_out=False)
 
 
 def one_hot() -> OneHotEncoder:

@@ -6,6 +6,7 @@ process-wide, and would change the test session's own behaviour.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -21,13 +22,16 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def run_python(code: str) -> str:
+def run_python(code: str, **env: str) -> str:
+    """``code`` in a new interpreter; Arrow's pool variable only as ``env`` gives it."""
+    environment = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=Path(__file__).parents[1],
+        env={**environment, **env},
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -74,6 +78,38 @@ print(before, pyarrow.default_memory_pool().backend_name)
     )
     before, after = out.split()
     assert before != "system" and after == "system"
+
+
+PARQUET_WRITES = """
+import atm_core  # first, as the atm command does: pandas loads pyarrow
+import numpy as np, pandas as pd
+import pyarrow
+from atm_core.artifacts import _parquet
+from atm_core.memory import configure_allocators, give_back
+from tests.test_memory import rss_mb
+backend = pyarrow.default_memory_pool().backend_name  # the parquet code's
+configure_allocators()  # as a worker holding data does: pyarrow's own calls on malloc
+rng = np.random.default_rng(0)  # a classifier's predictions: row numbers, probabilities
+frame = pd.DataFrame({"row": np.arange(30_000), "p": rng.random(30_000, dtype="f4")})
+import pyarrow.parquet  # the writer's code loaded
+give_back()
+before = rss_mb()
+for _ in range(3):
+    _parquet(frame)
+give_back()
+print(backend, rss_mb() - before)
+"""
+
+
+def test_importing_atm_core_puts_arrows_parquet_code_on_malloc() -> None:
+    backend, grown = run_python(PARQUET_WRITES).split()
+    # on mimalloc, Arrow's default, the process kept 21 MB more
+    assert backend == "system" and float(grown) < 8, grown
+
+
+def test_an_explicit_arrow_memory_pool_setting_wins() -> None:
+    backend, _ = run_python(PARQUET_WRITES, ARROW_DEFAULT_MEMORY_POOL="jemalloc").split()
+    assert backend == "jemalloc"
 
 
 def test_objects_alive_at_a_fork_stay_out_of_both_processes_collections() -> None:

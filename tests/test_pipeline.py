@@ -14,12 +14,14 @@ import pytest
 from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from atm_core.data.dataset import FeatureSchema
 from atm_core.estimators import (
     MISSING_CATEGORY,
     BlockwiseStandardScaler,
+    Float32Columns,
     PCAComponents,
     StackedColumns,
     as_categories,
@@ -174,6 +176,50 @@ def test_stacked_columns_equal_a_dense_column_transformer(mixed) -> None:
     assert only_categories.dtype == np.float32 and only_categories.sum() == len(frame)
 
 
+FOREST = "sklearn.ensemble.RandomForestClassifier"
+
+
+def with_float64_matrix(pipeline: Pipeline) -> Pipeline:
+    """The same pipeline, its preprocessing writing float64 (the blocks' common type)."""
+    stacker = pipeline.named_steps["preprocess"]
+    float64 = StackedColumns(**stacker.get_params(deep=False))
+    return Pipeline([("preprocess", float64), *((n, clone(s)) for n, s in pipeline.steps[1:])])
+
+
+def test_float32_estimators_get_a_float32_matrix_and_others_float64(mixed) -> None:
+    frame, _ = mixed
+    schema = FeatureSchema.infer(frame)
+    for path in (LOGREG, FOREST, "sklearn.tree.DecisionTreeClassifier"):
+        stacker = clone(build_pipeline(path, {}, schema).named_steps["preprocess"])
+        assert isinstance(stacker, Float32Columns)  # clone keeps the class, hence the type
+        assert stacker.fit_transform(frame).dtype == np.float32
+    for path in (HGB, "sklearn.neighbors.KNeighborsClassifier", "sklearn.svm.SVC"):
+        stacker = build_pipeline(path, {}, schema).named_steps["preprocess"]
+        assert stacker.fit_transform(frame).dtype == np.float64
+
+
+def test_a_forest_on_the_float32_matrix_grows_the_same_trees(mixed) -> None:
+    frame, labels = mixed
+    forest = build_pipeline(FOREST, {"n_estimators": 5}, FeatureSchema.infer(frame), random_state=0)
+    reference = with_float64_matrix(forest)
+    np.testing.assert_array_equal(
+        forest.fit(frame, labels).predict_proba(frame),
+        reference.fit(frame, labels).predict_proba(frame),
+    )
+
+
+def test_a_logistic_regression_fits_in_float32_to_the_same_model(mixed) -> None:
+    frame, labels = mixed
+    logreg = build_pipeline(LOGREG, {"C": 1.0, "_scale": True}, FeatureSchema.infer(frame))
+    logreg.fit(frame, labels)
+    reference = with_float64_matrix(logreg).fit(frame, labels)
+    assert logreg.named_steps["estimator"].coef_.dtype == np.float32
+    np.testing.assert_allclose(
+        logreg.predict_proba(frame), reference.predict_proba(frame), atol=1e-4
+    )
+    assert (logreg.predict(frame) == reference.predict(frame)).all()
+
+
 def test_as_categories_gives_strings_and_a_missing_category_sharing_one_object_each() -> None:
     frame = pd.DataFrame(
         {
@@ -214,9 +260,9 @@ def test_scale_key_standardises(mixed) -> None:
     pipeline = build_pipeline(LOGREG, {"_scale": True}, FeatureSchema.infer(frame))
     pipeline.fit(frame, labels)
     assert isinstance(pipeline.named_steps["scale"], BlockwiseStandardScaler)
-    scaled = pipeline[:-1].transform(frame)
-    np.testing.assert_allclose(scaled.mean(axis=0), 0, atol=1e-9)
-    np.testing.assert_allclose(scaled.std(axis=0), 1, atol=1e-9)
+    scaled = pipeline[:-1].transform(frame)  # float32: a logistic regression's matrix
+    np.testing.assert_allclose(scaled.mean(axis=0), 0, atol=1e-6)
+    np.testing.assert_allclose(scaled.std(axis=0), 1, atol=1e-6)
     assert "_scale" not in pipeline.named_steps["estimator"].get_params()
 
 
@@ -275,7 +321,8 @@ def test_whiten_gives_unit_variance_components(mixed) -> None:
     values = {"_pca": True, "_pca_dimensions": 3, "_whiten": True}
     pipeline = build_pipeline(LOGREG, values, FeatureSchema.infer(frame), random_state=0)
     components = pipeline.fit(frame, labels)[:-1].transform(frame)
-    np.testing.assert_allclose(components.std(axis=0, ddof=1), 1.0, atol=1e-6)
+    # a logistic regression's matrix is float32: unit variance to float32's precision
+    np.testing.assert_allclose(components.std(axis=0, ddof=1), 1.0, atol=1e-5)
     plain = build_pipeline(LOGREG, {"_pca": True, "_pca_dimensions": 3}, FeatureSchema.infer(frame))
     unwhitened = plain.fit(frame, labels)[:-1].transform(frame)
     assert unwhitened.std(axis=0, ddof=1)[0] > 1.5  # "other" spans 10..20: not unit variance
