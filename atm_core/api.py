@@ -65,7 +65,7 @@ def _write(target: Path, blob: bytes) -> Path:
 def spawn_workers(settings: Settings, datarun_id: int, count: int) -> list[subprocess.Popen]:
     """``count`` more `atm worker` processes on one datarun, with this process's settings."""
     env = dict(os.environ)
-    for name, value in settings.model_dump().items():
+    for name, value in settings.to_dict().items():
         if value is None:
             env.pop(f"ATM_{name.upper()}", None)
         else:

@@ -25,6 +25,7 @@ plus the loop). Every run starts on a fresh ModelHub; all figures go to
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -59,7 +60,7 @@ BACKENDS = ("sqlite-local", "mariadb-s3")
 SECTIONS = ("loop", "flow", "workers", "rss", "first")
 BLAS_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 MB = 1024 * 1024
-IMPORTS = ("numpy", "pandas", "scipy", "sklearn", "sqlalchemy", "pydantic", "baytune", "fsspec")
+IMPORTS = ("numpy", "pandas", "pyarrow", "scipy", "sklearn", "sqlalchemy", "baytune", "fsspec")
 
 
 # -- machine ---------------------------------------------------------------------------------
@@ -223,11 +224,18 @@ def prepare_input(key: str, name: str, folder: Path) -> InputData:
     return InputData(key, name, str(path), label, len(train), train.shape[1] - 1)
 
 
+def setting_names(settings_class: type) -> set[str]:
+    """The settings' names: a dataclass now, a pydantic model in commits before 2026-11-30."""
+    if hasattr(settings_class, "model_fields"):
+        return set(settings_class.model_fields)
+    return {item.name for item in dataclasses.fields(settings_class)}
+
+
 def thread_setting(threads: int) -> tuple[dict[str, str], str]:
     """ATM_THREADS when the settings have it, else the BLAS/OpenMP variables."""
     from atm_core.settings import Settings
 
-    if "threads" in Settings.model_fields:
+    if "threads" in setting_names(Settings):
         return {"ATM_THREADS": str(threads)}, f"ATM_THREADS={threads}"
     env = dict.fromkeys(BLAS_VARIABLES, str(threads))
     return env, " ".join(f"{name}={threads}" for name in BLAS_VARIABLES)
@@ -1030,7 +1038,7 @@ def child_loop(spec: dict[str, Any]) -> dict[str, Any]:
     extra = {}
     if "cv_folds" in inspect.signature(load_train_test).parameters:
         extra["cv_folds"] = getattr(datarun, "cv_folds", None)
-    n_jobs = settings.threads if "threads" in type(settings).model_fields else settings.n_jobs
+    n_jobs = settings.threads if "threads" in setting_names(type(settings)) else settings.n_jobs
     evaluate_seconds, pickle_seconds, errors = [], [], 0
     with threadpool_limits(limits=spec["threads"]):
         started = time.perf_counter()

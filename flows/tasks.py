@@ -25,18 +25,17 @@ from atm_core.worker import ClassifierResult, DataCache, Reporter, is_infrastruc
 from atm_core.worker import train_classifier as core_train_classifier
 
 RETRY_DELAYS = [2, 10, 30]
-_hubs: dict[str, ModelHub] = {}
+_hubs: dict[Settings, ModelHub] = {}
 _hubs_lock = threading.Lock()
 _cache = DataCache()
 
 
 def hub_for(settings: Settings) -> ModelHub:
     """One ModelHub (engine pool, artifact store) per process and settings."""
-    key = settings.model_dump_json()
     with _hubs_lock:
-        if key not in _hubs:
-            _hubs[key] = ModelHub(settings=settings)
-        return _hubs[key]
+        if settings not in _hubs:
+            _hubs[settings] = ModelHub(settings=settings)
+        return _hubs[settings]
 
 
 def data_cache() -> DataCache:

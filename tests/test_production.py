@@ -212,8 +212,8 @@ def s3_keys(bucket: str) -> list[str]:
 def s3_hub(s3_root: str, tmp_path: Path) -> Iterator[ModelHub]:
     """A SQLite ModelHub whose models and metrics live in a fresh S3 bucket."""
     hub = ModelHub(
-        settings=make_settings(f"sqlite:///{tmp_path / 'atm.db'}", tmp_path).model_copy(
-            update={"artifact_root": s3_root}
+        settings=make_settings(f"sqlite:///{tmp_path / 'atm.db'}", tmp_path).replace(
+            artifact_root=s3_root
         )
     )
     yield hub
@@ -323,7 +323,7 @@ def test_four_workers_on_mariadb_and_s3_survive_a_sigkill(
 
     Exactly 40 rows, none left running, the datarun ended once, every model loads from S3.
     """
-    settings = make_settings(database_url, tmp_path).model_copy(update={"artifact_root": s3_root})
+    settings = make_settings(database_url, tmp_path).replace(artifact_root=s3_root)
     hub = ModelHub(settings=settings)
     try:
         datarun_id = (
@@ -375,8 +375,8 @@ def test_store_outage_mid_run_never_completes_without_a_model(
     try:
         bucket = moto.create_bucket()
         hub = ModelHub(
-            settings=make_settings(f"sqlite:///{tmp_path / 'atm.db'}", tmp_path).model_copy(
-                update={"artifact_root": f"s3://{bucket}/run"}
+            settings=make_settings(f"sqlite:///{tmp_path / 'atm.db'}", tmp_path).replace(
+                artifact_root=f"s3://{bucket}/run"
             )
         )
         datarun_id = (

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,9 +14,9 @@ import yaml
 from atm_core import cli
 from atm_core.errors import ConfigError
 from atm_core.modelhub import ModelHub
-from atm_core.settings import Settings, load_settings
+from atm_core.settings import Settings, load_settings, names
 
-ENV_VARS = [f"ATM_{name.upper()}" for name in Settings.model_fields] + ["ATM_CONFIG"]
+ENV_VARS = [f"ATM_{name.upper()}" for name in names()] + ["ATM_CONFIG"]
 
 
 @pytest.fixture(autouse=True)
@@ -178,3 +181,79 @@ def test_invalid_database_url_is_a_config_error(capsys: pytest.CaptureFixture) -
     err = capsys.readouterr().err
     assert "nosuchdialect" in err
     assert "Traceback" not in err
+
+
+def test_environment_values_are_converted_to_each_settings_type(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ATM_THREADS", "2")
+    monkeypatch.setenv("atm_poll_seconds", "0.5")  # names are case-insensitive, as in shells
+    settings = load_settings()
+    assert settings.threads == 2 and isinstance(settings.threads, int)
+    assert settings.poll_seconds == 0.5
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("ATM_THREADS", "two", "threads: expected a whole number, got 'two'"),
+        ("ATM_THREADS", "1.5", "threads: expected a whole number"),
+        ("ATM_THREADS", "0", "threads: must be at least 1, got 0"),
+        ("ATM_LEASE_SECONDS", "0", "lease_seconds: must be greater than 0"),
+        ("ATM_POLL_SECONDS", "nan", "poll_seconds: expected a finite number"),
+    ],
+)
+def test_a_bad_environment_value_is_a_config_error_naming_it(
+    name: str, value: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=f"invalid settings: {message}"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({"threads": True}, "threads: expected a whole number, got True"),
+        ({"database_url": 5}, "database_url: expected text"),
+        ({"artifact_root": None}, "artifact_root: expected text, got None"),
+    ],
+)
+def test_yaml_values_of_the_wrong_type_are_refused(
+    content: dict, message: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(write_yaml(tmp_path / "atm.yaml", content))
+
+
+def test_an_unknown_flag_is_refused() -> None:
+    with pytest.raises(ConfigError, match="no_such_flag: no such setting"):
+        load_settings(no_such_flag=1)
+
+
+def test_settings_built_in_code_are_checked_and_copied_with_changes() -> None:
+    with pytest.raises(ValueError, match="max_attempts: must be at least 1"):
+        Settings(max_attempts=0)
+    base = Settings()
+    moved = base.replace(artifact_root="s3://bucket/run/")
+    assert moved.artifact_root == "s3://bucket/run" and base.artifact_root == "./artifacts"
+    with pytest.raises(ValueError, match="threads"):
+        base.replace(threads=-1)
+
+
+def test_settings_are_values_a_process_can_key_on_and_ship() -> None:
+    """The flow keys its ModelHubs by settings and hands them to task processes pickled."""
+    assert Settings(threads=2) == Settings(threads=2)
+    assert hash(Settings(threads=2)) == hash(Settings(threads=2)) != hash(Settings())
+    assert pickle.loads(pickle.dumps(Settings(threads=2))) == Settings(threads=2)
+    assert Settings().to_dict()["database_url"] == "sqlite:///atm.db"
+
+
+def test_a_worker_imports_no_settings_library() -> None:
+    """Every worker process loads its settings: pydantic-settings cost each one 10 MB."""
+    code = (
+        "import sys; import atm_core.cli, atm_core.worker; "
+        "atm_core.settings.load_settings(); print('pydantic' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
