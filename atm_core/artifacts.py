@@ -18,6 +18,7 @@ from typing import Any
 import fsspec
 import pandas as pd
 
+from atm_core.data.loading import parquet_frame
 from atm_core.errors import IntegrityError, NotFoundError
 from atm_core.retry import retry
 
@@ -156,7 +157,7 @@ class ArtifactStore:
         return blob
 
     def load_frame(self, location: str) -> pd.DataFrame:
-        return pd.read_parquet(io.BytesIO(self._get(location)))
+        return parquet_frame(self._get(location))
 
     # -- plumbing ---------------------------------------------------------------------------
     def _path(self, location: str) -> str:

@@ -10,6 +10,8 @@ import csv
 import functools
 import http.server
 import math
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,6 +96,38 @@ def test_parquet_reads_like_csv(tmp_path: Path, iris_path: str) -> None:
     for field in ("n_examples", "k_classes", "d_features", "majority", "classes", "schema"):
         assert getattr(from_parquet, field) == getattr(from_csv, field), field
     pd.testing.assert_frame_equal(parquet_frame, csv_frame, check_dtype=False)
+
+
+def test_parquet_rows_come_back_as_pandas_reads_them(tmp_path: Path) -> None:
+    """Types (text, nullable integers, categories, times) and a saved index survive."""
+    frame = pd.DataFrame(
+        {
+            "text": ["a", None, "c"],
+            "number": [1.5, np.nan, 3.0],
+            "flag": [True, False, True],
+            "category": pd.Categorical(["x", "y", "x"]),
+            "count": pd.array([1, None, 3], dtype="Int64"),
+            "when": pd.to_datetime(["2020-01-01", None, "2021-01-01"]),
+            "label": ["p", "q", "p"],
+        },
+        index=pd.Index([10, 20, 30], name="row"),
+    )
+    frame.to_parquet(tmp_path / "typed.parquet")
+    read = read_table(str(tmp_path / "typed.parquet")).frame
+    pd.testing.assert_frame_equal(read, pd.read_parquet(tmp_path / "typed.parquet"))
+    assert read.index.name == "row" and str(read["text"].dtype) == "str"
+
+
+def test_reading_parquet_leaves_arrows_dataset_libraries_unloaded(tmp_path: Path) -> None:
+    """Every worker reads its data file: ``pyarrow.dataset`` would cost each one 4.4 MB."""
+    pd.DataFrame({"x": [1.0, 2.0], "label": ["a", "b"]}).to_parquet(tmp_path / "d.parquet")
+    code = (
+        "import sys; from atm_core.data.loading import read_table; "
+        f"assert len(read_table({str(tmp_path / 'd.parquet')!r}).frame) == 2; "
+        "print('pyarrow.dataset' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
 
 
 @pytest.fixture
