@@ -121,6 +121,7 @@ def search(settings: Settings, datarun_id: int, n_parallel: int) -> None:
             in_flight[train_classifier.submit(settings, claim)] = claim
         if not in_flight:
             if not hub.running_count(datarun_id):
+                progress.update(force=True)
                 return  # finalize completes the datarun
             time.sleep(settings.poll_seconds)
             continue

@@ -5,6 +5,8 @@ Keys are stable per datarun (``atm-datarun-<id>-...``) so the UI keeps each one'
 
 from __future__ import annotations
 
+import math
+import time
 from uuid import UUID
 
 from prefect.artifacts import (
@@ -37,14 +39,27 @@ def artifact_key(datarun_id: int, what: str) -> str:
 
 
 class ProgressArtifact:
-    """A progress bar in the UI that follows the datarun's budget."""
+    """A progress bar in the UI that follows the datarun's budget.
+
+    Updated at most once per ``MIN_INTERVAL`` seconds unless forced: each update is a query of
+    the ModelHub and a call of Prefect's API (5.5 ms on the embedded server), and on a tiny
+    dataset, ten classifiers a second, updating after each one took 6-7 % of the flow's
+    throughput.
+    """
+
+    MIN_INTERVAL = 1.0
 
     def __init__(self, hub: ModelHub, datarun_id: int) -> None:
         self.hub = hub
         self.datarun_id = datarun_id
         self._id: UUID | None = None
+        self._updated = -math.inf
 
-    def update(self) -> None:
+    def update(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._updated < self.MIN_INTERVAL:
+            return
+        self._updated = now
         progress = results.budget_progress(self.hub.progress(self.datarun_id))
         description = (
             f"Datarun {self.datarun_id}: {progress.done:.0f} of {progress.total:.0f} "

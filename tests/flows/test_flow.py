@@ -7,6 +7,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
+from uuid import UUID
 
 import pandas as pd
 import pytest
@@ -183,3 +184,35 @@ def test_a_failing_nightly_entry_does_not_stop_the_others(
     assert sqlite_hub.get_dataset(datarun_row.dataset_id).name == "iris"
     assert datarun_row.status == DatarunStatus.COMPLETE
     assert len(sqlite_hub.classifiers(datarun_row.id)) == 2
+
+
+def test_the_progress_bar_is_updated_at_most_once_a_second_unless_forced(
+    sqlite_hub, pollution_path
+):
+    """Each update costs an API call: a burst of finished classifiers makes one, and the end of
+    the search always shows the final count."""
+    from prefect import flow
+    from prefect.runtime import flow_run
+
+    from flows.publish import ProgressArtifact
+
+    datarun_id = enter_data(sqlite_hub, DatarunRequest(pollution_path, methods=["dt"], budget=3))
+    datarun_id = datarun_id.dataruns[0].id
+    key = f"atm-datarun-{datarun_id}-progress"
+
+    @flow
+    def watch() -> list[str]:
+        progress = ProgressArtifact(sqlite_hub, datarun_id)
+        seen = []
+        progress.update()
+        seen.append(read_artifacts(key, UUID(flow_run.id))[-1].description)
+        train_classifier(sqlite_hub, next_claim(sqlite_hub, datarun_id), DataCache())
+        progress.update()  # within the second: skipped
+        seen.append(read_artifacts(key, UUID(flow_run.id))[-1].description)
+        progress.update(force=True)
+        seen.append(read_artifacts(key, UUID(flow_run.id))[-1].description)
+        return seen
+
+    first, throttled, forced = watch()
+    assert first == throttled == f"Datarun {datarun_id}: 0 of 3 classifiers"
+    assert forced == f"Datarun {datarun_id}: 1 of 3 classifiers"
