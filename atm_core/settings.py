@@ -78,7 +78,8 @@ class Settings:
         """Convert each value to its field's type (environment values arrive as text) and
         check its bound; a ``ValueError`` names the setting."""
         for item in fields(self):
-            value = _convert(item.name, item.type, getattr(self, item.name))
+            kind = item.type if isinstance(item.type, str) else item.type.__name__
+            value = _convert(item.name, kind, getattr(self, item.name))
             _check_bound(item.name, value, item.metadata)
             object.__setattr__(self, item.name, value)
         object.__setattr__(
@@ -142,7 +143,7 @@ def _from_yaml(path: Path) -> dict[str, Any]:
 
 
 def _convert(name: str, kind: str, value: Any) -> Any:
-    """``value`` as ``kind`` (the annotation's text: str, int or float)."""
+    """``value`` as ``kind`` (the annotation's name: str, int or float)."""
     if isinstance(value, bool) or value is None:
         raise ValueError(f"{name}: expected {_NOUNS[kind]}, got {value!r}")
     if kind == "str":
