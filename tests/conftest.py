@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -33,6 +34,22 @@ POSTGRES_URL = os.environ.get(
     "ATM_TEST_POSTGRES_URL", "postgresql+psycopg://atm_test:atm_test@127.0.0.1:5432"
 )
 BACKENDS = ("sqlite", "mariadb", "postgresql")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_python(code: str, env: dict[str, str] | None = None) -> str:
+    """What ``code`` prints in a new interpreter (fresh ``sys.modules``, allocators and
+    collector), run from the repository; its stderr is in the failure message."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 @pytest.fixture

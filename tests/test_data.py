@@ -10,8 +10,6 @@ import csv
 import functools
 import http.server
 import math
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +24,7 @@ from atm_core.data.dataset import FeatureSchema, inspect_dataset
 from atm_core.data.loading import read_table
 from atm_core.data.split import load_train_test, split_frames
 from atm_core.errors import DataError
+from tests.conftest import run_python
 
 
 def _independent_metadata(path: str) -> dict:
@@ -126,8 +125,7 @@ def test_reading_parquet_leaves_arrows_dataset_libraries_unloaded(tmp_path: Path
         f"assert len(read_table({str(tmp_path / 'd.parquet')!r}).frame) == 2; "
         "print('pyarrow.dataset' in sys.modules)"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "False"
+    assert run_python(code).strip() == "False"
 
 
 @pytest.fixture

@@ -7,15 +7,13 @@ process-wide, and would change the test session's own behaviour.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
 from atm_core.isolation import FitProcess
+from tests.conftest import run_python as fresh_python
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/status").exists(), reason="reads memory figures from /proc (Linux)"
@@ -25,16 +23,7 @@ pytestmark = pytest.mark.skipif(
 def run_python(code: str, **env: str) -> str:
     """``code`` in a new interpreter; Arrow's pool variable only as ``env`` gives it."""
     environment = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).parents[1],
-        env={**environment, **env},
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    return fresh_python(code, {**environment, **env})
 
 
 def rss_mb(pid: int | str = "self") -> float:

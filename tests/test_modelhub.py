@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import subprocess
-import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,7 +43,7 @@ from atm_core.results import BudgetProgress, budget_progress
 from atm_core.search.catalogue import load_method
 from atm_core.search.hyperpartitions import enumerate_hyperpartitions
 from atm_core.worker import Worker
-from tests.conftest import make_settings
+from tests.conftest import make_settings, run_python
 
 # The fields of "Guide to the ModelHub database" (each table's ``<table>_id`` is its ``id``).
 DOCUMENTED_COLUMNS = {
@@ -114,11 +112,8 @@ def test_a_hub_on_the_newest_schema_opens_without_alembic(tmp_path: Path) -> Non
         f"ModelHub(settings=Settings(database_url={url!r}, artifact_root={str(tmp_path)!r})); "
         "print('alembic' in sys.modules)"
     )
-    first, second = (
-        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-        for _ in range(2)
-    )
-    assert (first.stdout.strip(), second.stdout.strip()) == ("True", "False")
+    first, second = (run_python(code).strip() for _ in range(2))
+    assert (first, second) == ("True", "False")
 
 
 def test_reopening_a_hub_keeps_one_schema_revision(hub: ModelHub) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from atm_core import cli
 from atm_core.errors import ConfigError
 from atm_core.modelhub import ModelHub
 from atm_core.settings import Settings, load_settings, names
+from tests.conftest import run_python
 
 ENV_VARS = [f"ATM_{name.upper()}" for name in names()] + ["ATM_CONFIG"]
 
@@ -255,5 +254,4 @@ def test_a_worker_imports_no_settings_library() -> None:
         "import sys; import atm_core.cli, atm_core.worker; "
         "atm_core.settings.load_settings(); print('pydantic' in sys.modules)"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "False"
+    assert run_python(code).strip() == "False"
