@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -10,14 +11,16 @@ from typing import Any
 
 import pandas as pd
 
+from atm_core import options as spec
 from atm_core.artifacts import serialize_model
-from atm_core.dataruns import DatarunRequest, enter_data
+from atm_core.dataruns import enter_data
+from atm_core.driver import Driver
 from atm_core.errors import ATMError, NotFoundError
 from atm_core.modelhub import ModelHub
 from atm_core.modelhub.models import Classifier
+from atm_core.reporting import Reporter
 from atm_core.results import refit_ensemble, refit_model
 from atm_core.settings import Settings, load_settings
-from atm_core.worker import Reporter, Worker
 
 
 def export_model(
@@ -114,9 +117,8 @@ class DatarunResult:
             f"    classifiers: {len(classifiers)} {counts}",
         ]
         if best is not None:
-            method = self.hub.get_hyperpartition(best.hyperpartition_id).method
             lines.append(
-                f"    best: classifier {best.id} ({method}), cv {best.cv_judgment_metric:.3f} "
+                f"    best: classifier {best.id} ({best.method}), cv {best.cv_judgment_metric:.3f} "
                 f"+- {best.cv_judgment_metric_stdev:.3f}, test {best.test_judgment_metric:.3f}"
             )
         ensemble = self.hub.get_ensemble(self.id)
@@ -179,7 +181,8 @@ class ATM:
 
     def enter_data(self, train_path: str, **options: Any) -> list[DatarunResult]:
         """Create the datarun(s) without running them (``atm enter_data``)."""
-        entered = enter_data(self.hub, DatarunRequest(train_path=train_path, **options))
+        request = spec.from_mapping({"train_path": train_path, **options})
+        entered = enter_data(self.hub, request)
         return [DatarunResult(self.hub, datarun.id) for datarun in entered.dataruns]
 
     def work(
@@ -188,8 +191,8 @@ class ATM:
         total_time: float | None = None,
         reporter: Reporter | None = None,
     ) -> None:
-        """Run a worker in this process until the dataruns are done (``atm worker``)."""
-        Worker(
+        """Drive the dataruns in this process until they are done (``atm worker``)."""
+        Driver(
             self.hub,
             datarun_ids=datarun_ids,
             total_time=total_time,
@@ -198,26 +201,23 @@ class ATM:
 
     def run(
         self,
-        train_path: str,
-        class_column: str = "class",
-        methods: list[str] | tuple[str, ...] | None = None,
+        train_path: str | None = None,
+        *,
         reporter: Reporter | None = None,
         workers: int = 1,
         **options: Any,
     ) -> DatarunResult:
-        """Enter the data, work on the datarun until it ends, return its result.
+        """Enter the data, drive the datarun until it ends, return its result.
 
-        ``workers`` > 1 starts that many more `atm worker` processes beside this one; they
-        share the datarun through the ModelHub (use ``threads`` for threads per fit).
+        Takes every datarun option (see :mod:`atm_core.options`). ``workers`` > 1 starts that
+        many more `atm worker` processes beside this one; they share the datarun through the
+        ModelHub (use the ``threads`` setting for threads per fit).
         """
         if workers < 1:
             raise ATMError(f"workers must be at least 1, got {workers}")
-        result = self.enter_data(
-            train_path,
-            class_column=class_column,
-            methods=None if methods is None else list(methods),
-            **options,
-        )[0]
+        if options.get("methods") is not None:
+            options["methods"] = list(options["methods"])
+        result = self.enter_data(train_path, **options)[0]
         helpers = spawn_workers(self.settings, result.id, workers - 1)
         try:
             self.work([result.id], reporter=reporter)
@@ -233,3 +233,14 @@ class ATM:
 
     def load_model(self, classifier_id: int) -> Any:
         return self.hub.load_model(classifier_id)
+
+
+# ``help(ATM.run)`` and editors show every datarun option with its default.
+ATM.run.__signature__ = spec.parameters(  # type: ignore[attr-defined]
+    leading=[inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)],
+    trailing=[
+        inspect.Parameter("reporter", inspect.Parameter.KEYWORD_ONLY, default=None),
+        inspect.Parameter("workers", inspect.Parameter.KEYWORD_ONLY, default=1),
+    ],
+    positional=("train_path",),
+)

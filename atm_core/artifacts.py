@@ -128,9 +128,10 @@ class ArtifactStore:
             raise ArtifactStoreError(f"cannot delete {self.url(key)}: {exc}") from exc
 
     def check(self) -> None:
-        """Raise :class:`ArtifactStoreError` unless a small object can be written and read."""
-        location = self.url(".atm-health")
+        """Raise :class:`ArtifactStoreError` unless a small object can be written, read and
+        removed (a probe of its own per call: concurrent checkers never read each other's)."""
         payload = uuid.uuid4().hex.encode()
+        location = self.url(f".atm-health-{payload.decode()}")
         try:
             path = self._path(location)
             if self._local:
@@ -138,6 +139,7 @@ class ArtifactStore:
             self.fs.pipe_file(path, payload)
             if self.fs.cat_file(path) != payload:
                 raise ArtifactStoreError(f"{location} does not read back what was written")
+            self.fs.rm_file(path)
         except ArtifactStoreError:
             raise
         except Exception as exc:

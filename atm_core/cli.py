@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 
 from atm_core.errors import ATMError, DataError
-from atm_core.search import DEFAULT_SELECTOR, DEFAULT_TUNER
+from atm_core.options import add_datarun_flags, from_arguments
 from atm_core.settings import Settings, load_settings
 
 EXIT_USAGE = 2
@@ -37,100 +37,6 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_datarun_flags(parser: argparse.ArgumentParser, train_required: bool = False) -> None:
-    """The original ``enter_data`` flags, with the original defaults."""
-    data = parser.add_argument_group("data")
-    data.add_argument(
-        "--train-path", required=train_required, help="CSV or parquet: path, http(s) or s3:// URL"
-    )
-    data.add_argument("--test-path", help="separate test file (otherwise a 30%% stratified split)")
-    data.add_argument("--class-column", default="class", help="label column (default: class)")
-    run = parser.add_argument_group("datarun")
-    run.add_argument(
-        "--methods",
-        nargs="+",
-        help="method codes or JSON paths (default: hgb rf logreg et, plus knn svm mlp on "
-        "small data)",
-    )
-    run.add_argument("--priority", type=int, default=1)
-    run.add_argument(
-        "--budget-type", default="classifier", choices=["classifier", "learner", "walltime"]
-    )
-    run.add_argument("--budget", type=int, default=100, help="classifiers, or minutes for walltime")
-    run.add_argument(
-        "--deadline", help="stop starting classifiers at this local time (YYYY-MM-DD HH:MM)"
-    )
-    run.add_argument("--metric", default="f1")
-    run.add_argument("--score-target", default="cv", help="cv, test or mu_sigma")
-    run.add_argument(
-        "--tuner", default=DEFAULT_TUNER, help="uniform, gp, gp_ei, gcp, gp_eivel or file.py:Class"
-    )
-    run.add_argument(
-        "--selector",
-        default=DEFAULT_SELECTOR,
-        help="uniform, ucb1, bestk, bestkvel, purebestkvel, recentk, recentkvel, hieralg "
-        "or file.py:Class",
-    )
-    run.add_argument(
-        "--r-minimum", type=int, default=2, help="random trials before the tuner models"
-    )
-    run.add_argument("--k-window", type=int, default=3, help="history window of the k-selectors")
-    run.add_argument(
-        "--gridding", type=int, default=0, help="grid points per numeric parameter (0: none)"
-    )
-    run.add_argument(
-        "--run-per-partition", action="store_true", help="one datarun per hyperpartition"
-    )
-    run.add_argument(
-        "--seed", type=int, default=0, help="seed of the train/test split and the models"
-    )
-    run.add_argument(
-        "--time-limit",
-        type=float,
-        help="seconds one classifier may run (default: from the budget; 0: no limit)",
-    )
-    run.add_argument(
-        "--no-warm-start",
-        dest="warm_start",
-        action="store_false",
-        help="do not start with each method's default configuration",
-    )
-    run.add_argument(
-        "--cv-folds",
-        type=int,
-        help="CV folds (default 5; 3 above 10,000 training rows; 0, a holdout, above 30,000)",
-    )
-    run.add_argument("--description")
-
-
-def datarun_request(args: argparse.Namespace, train_path: str | None = None):
-    from atm_core.dataruns import DatarunRequest
-
-    return DatarunRequest(
-        train_path=train_path or args.train_path,
-        class_column=args.class_column,
-        test_path=args.test_path,
-        methods=None if args.methods is None else list(args.methods),
-        priority=args.priority,
-        budget_type=args.budget_type,
-        budget=args.budget,
-        deadline=args.deadline,
-        metric=args.metric,
-        score_target=args.score_target,
-        tuner=args.tuner,
-        selector=args.selector,
-        r_minimum=args.r_minimum,
-        k_window=args.k_window,
-        gridding=args.gridding,
-        run_per_partition=args.run_per_partition,
-        seed=args.seed,
-        time_limit=args.time_limit,
-        warm_start=args.warm_start,
-        cv_folds=args.cv_folds,
-        description=args.description,
-    )
-
-
 def open_hub(settings: Settings):
     from atm_core.modelhub import ModelHub
 
@@ -144,7 +50,7 @@ def cmd_enter_data(args: argparse.Namespace, settings: Settings, console: Consol
     if not args.train_path:
         raise ATMError("--train-path is required (a CSV or parquet file with a label column)")
     hub = open_hub(settings)
-    entered = enter_data(hub, datarun_request(args))
+    entered = enter_data(hub, from_arguments(args))
     print_entered(entered, console)
     return 0
 
@@ -173,19 +79,19 @@ def print_entered(entered, console: Console) -> None:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     from atm_core.console import ConsoleReporter
-    from atm_core.worker import Worker
+    from atm_core.driver import Driver
 
     hub = open_hub(settings)
-    worker = None
+    driver = None
     try:
         with ConsoleReporter(hub, console, verbose=not args.quiet) as reporter:
-            worker = Worker(
+            driver = Driver(
                 hub, datarun_ids=args.dataruns, total_time=args.total_time, reporter=reporter
             )
-            worker.run()
+            driver.run()
     finally:
-        if args.stats and worker is not None:
-            write_stats(worker.results, args.stats)
+        if args.stats and driver is not None:
+            write_stats(driver.results, args.stats)
     return 0
 
 
@@ -218,14 +124,30 @@ def cmd_leaderboard(args: argparse.Namespace, settings: Settings, console: Conso
 
     hub = open_hub(settings)
     datarun = hub.get_datarun(args.datarun_id)
-    board = hub.leaderboard(datarun.id, limit=args.limit)
     if args.output:
-        board.to_csv(args.output, index=False)
+        write_csv(hub.leaderboard_rows(datarun.id), args.output)
         console.print(f"leaderboard written to {args.output}")
-    console.print(leaderboard_table(board, datarun, console.width))
+    rows = hub.leaderboard_rows(datarun.id, limit=args.limit)
+    console.print(leaderboard_table(rows, datarun, console.width))
     if hub.get_ensemble(datarun.id) is not None:
         console.print(ensemble_table(hub, datarun))
     return 0
+
+
+def write_csv(rows: list[dict], path: str) -> None:
+    """Leaderboard rows as CSV (hyperparameters as JSON), without loading pandas."""
+    import csv
+    import json
+
+    from atm_core.modelhub.reads import LEADERBOARD_COLUMNS
+
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=LEADERBOARD_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {**row, "hyperparameters": json.dumps(row["hyperparameters"], sort_keys=True)}
+            )
 
 
 def cmd_predict(args: argparse.Namespace, settings: Settings, console: Console) -> int:
@@ -237,8 +159,11 @@ def cmd_predict(args: argparse.Namespace, settings: Settings, console: Console) 
     else:
         model = hub.load_model(args.classifier_id)
         datarun_id, what = hub.get_classifier(args.classifier_id).datarun_id, "classifier"
+    from atm_core.data.dataset import FeatureSchema
+
     frame = read_table(args.file).frame
-    schema = hub.schema_of(hub.get_dataset(hub.get_datarun(datarun_id).dataset_id))
+    dataset = hub.get_dataset(hub.get_datarun(datarun_id).dataset_id)
+    schema = FeatureSchema.from_json(dataset.feature_schema)
     missing = [column for column in schema.columns if column not in frame.columns]
     if missing:
         raise DataError(
@@ -302,6 +227,53 @@ def cmd_methods(args: argparse.Namespace, settings: Settings, console: Console) 
     return 0
 
 
+def cmd_test_method(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    from rich.table import Table
+
+    from atm_core.method_check import check_method
+
+    dataset = args.dataset or str(DEMO_DATA_DIR / DEMO_DATASETS["pollution"])
+    with console.status(f"fitting every hyperpartition of {args.method} on {dataset}..."):
+        checks = check_method(args.method, dataset, args.class_column, args.metric)
+    table = Table(title=f"{args.method}: every hyperpartition fitted once on {Path(dataset).name}")
+    for column in ("hyperpartition", "result", args.metric, "seconds"):
+        table.add_column(column, justify="left" if column != "seconds" else "right")
+    for check in checks:
+        table.add_row(
+            check.label,
+            "OK" if check.ok else f"[red]{check.error_line}[/red]",
+            "-" if check.score is None else f"{check.score:.3f}",
+            f"{check.seconds:.2f}",
+        )
+    console.print(table)
+    failed = sum(not check.ok for check in checks)
+    console.print(
+        f"{len(checks) - failed} of {len(checks)} hyperpartitions fitted"
+        + (f"; {failed} failed" if failed else ""),
+        highlight=False,
+    )
+    return 1 if failed else 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    from atm_core.modelhub.database import SCHEMA_HEAD, create_hub_engine, upgrade_schema
+
+    engine = create_hub_engine(settings.database_url)
+    try:
+        before = upgrade_schema(engine)
+    finally:
+        engine.dispose()
+    where = engine.url.render_as_string(hide_password=True)
+    if before == SCHEMA_HEAD:
+        console.print(f"{where}: schema already at revision {SCHEMA_HEAD}", highlight=False)
+    else:
+        console.print(
+            f"{where}: schema upgraded from revision {before or '(empty)'} to {SCHEMA_HEAD}",
+            highlight=False,
+        )
+    return 0
+
+
 def add_model_choice(parser: argparse.ArgumentParser) -> None:
     choice = parser.add_mutually_exclusive_group(required=True)
     choice.add_argument("--classifier-id", type=int, help="one classifier's model")
@@ -361,6 +333,28 @@ def build_parser() -> argparse.ArgumentParser:
     ensemble.add_argument("datarun_id", type=int)
 
     command("methods", cmd_methods, "list the built-in methods")
+
+    test_method = command(
+        "test-method",
+        cmd_test_method,
+        "fit every hyperpartition of a method once on a small dataset and report each",
+    )
+    test_method.add_argument("method", help="a method code (logreg) or a method JSON file")
+    test_method.add_argument("--dataset", help="CSV or parquet (default: the bundled pollution)")
+    test_method.add_argument("--class-column", default="class", help="label column")
+    test_method.add_argument("--metric", default="f1", help="metric to report (default: f1)")
+
+    database = commands.add_parser(
+        "db", help="the ModelHub's schema", description="the ModelHub's schema"
+    )
+    db_commands = database.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    upgrade = db_commands.add_parser(
+        "upgrade",
+        help="upgrade the ModelHub's schema to this ATM's (stop its workers first)",
+        description="upgrade the ModelHub's schema to this ATM's (stop its workers first)",
+    )
+    add_settings_flags(upgrade)
+    upgrade.set_defaults(handler=cmd_db_upgrade)
 
     for plugin in entry_points(group="atm.cli"):
         plugin.load()(commands, command)

@@ -1,4 +1,8 @@
-"""Rich rendering for the command line: worker output, progress bar, tables."""
+"""Rich rendering for the command line: driver output, progress bar, tables.
+
+Light on purpose (``atm status`` imports it): the selector and tuner modules load only when a
+driver starts.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import math
 import threading
 from typing import Any
 
-import pandas as pd
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -19,12 +22,11 @@ from rich.progress import (
 from rich.table import Table
 
 from atm_core.modelhub.claims import Claim
-from atm_core.modelhub.hub import ModelHub, judgment
+from atm_core.modelhub.hub import ModelHub
 from atm_core.modelhub.models import BudgetType, Datarun, Dataset
-from atm_core.results import budget_progress
-from atm_core.search.selectors import resolve_selector
-from atm_core.search.tuners import resolve_tuner
-from atm_core.worker import ClassifierResult, Reporter
+from atm_core.modelhub.reads import judgment
+from atm_core.progress import budget_progress
+from atm_core.reporting import ClassifierResult, Reporter
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
@@ -141,6 +143,9 @@ class ConsoleReporter(Reporter):
             update_progress(self.progress, task, self.hub, datarun_id)
 
     def datarun_started(self, datarun: Datarun, dataset: Dataset) -> None:
+        from atm_core.search.selectors import resolve_selector
+        from atm_core.search.tuners import resolve_tuner
+
         selector = resolve_selector(datarun.selector)
         tuner = resolve_tuner(datarun.tuner)
         self._print(
@@ -227,9 +232,10 @@ class ConsoleReporter(Reporter):
 
 
 def leaderboard_table(
-    board: pd.DataFrame, datarun: Datarun, width: int = 80, title: str | None = None
+    rows: list[dict[str, Any]], datarun: Datarun, width: int = 80, title: str | None = None
 ) -> Table:
-    """The leaderboard, fitted to ``width`` columns (the hyperpartition text is cut to fit)."""
+    """Leaderboard rows (:meth:`Reads.leaderboard_rows`), fitted to ``width`` columns (the
+    hyperpartition text is cut to fit)."""
     table = Table(
         title=title
         or f"Datarun {datarun.id} leaderboard ({datarun.metric}, {datarun.score_target.value})"
@@ -243,15 +249,15 @@ def leaderboard_table(
     table.add_column(
         "hyperpartition", overflow="ellipsis", no_wrap=True, width=max(12, min(70, width - 63))
     )
-    for row in board.itertuples():
+    for row in rows:
         table.add_row(
-            str(row.rank),
-            str(row.classifier_id),
-            row.method,
-            fmt(row.judgment_metric),
-            f"{fmt(row.cv_judgment_metric)} ± {fmt(row.cv_judgment_metric_stdev)}",
-            fmt(row.test_judgment_metric),
-            row.hyperpartition.removeprefix(row.method),
+            str(row["rank"]),
+            str(row["classifier_id"]),
+            row["method"],
+            fmt(row["judgment_metric"]),
+            f"{fmt(row['cv_judgment_metric'])} ± {fmt(row['cv_judgment_metric_stdev'])}",
+            fmt(row["test_judgment_metric"]),
+            row["hyperpartition"].removeprefix(row["method"]),
         )
     return table
 
@@ -265,12 +271,11 @@ def ensemble_table(hub: ModelHub, datarun: Datarun) -> Table:
     )
     for column in ("weight", "id", "method", "cv mean ± std", "test"):
         table.add_column(column, justify="left" if column == "method" else "right")
-    for classifier_id, weight in ensemble.weights.items():
-        member = hub.get_classifier(classifier_id)
+    for member, weight in hub.ensemble_members(ensemble):
         table.add_row(
             str(weight),
             str(member.id),
-            hub.get_hyperpartition(member.hyperpartition_id).method,
+            member.method,
             f"{fmt(member.cv_judgment_metric)} ± {fmt(member.cv_judgment_metric_stdev)}",
             fmt(member.test_judgment_metric),
         )
@@ -278,34 +283,32 @@ def ensemble_table(hub: ModelHub, datarun: Datarun) -> Table:
 
 
 def status_table(hub: ModelHub) -> Table:
+    """Every datarun: its budget, classifier counts and best score (``atm status``)."""
     table = Table(title="Dataruns")
-    for column in (
-        "id",
-        "dataset",
-        "status",
-        "budget",
-        "complete",
-        "errored",
-        "running",
-        "best",
-        "metric",
-    ):
+    for column in STATUS_COLUMNS:
         table.add_column(column)
-    for datarun in hub.dataruns():
-        dataset = hub.get_dataset(datarun.dataset_id)
-        counts = {"complete": 0, "errored": 0, "running": 0}
-        for classifier in hub.classifiers(datarun.id):
-            counts[classifier.status.value] += 1
-        best = hub.best_classifier(datarun.id)
+    for row in hub.status_rows():
+        datarun, best = row.datarun, row.best
         table.add_row(
             str(datarun.id),
-            dataset.name,
+            row.dataset_name,
             datarun.status.value,
             f"{datarun.budget} {datarun.budget_type.value}",
-            str(counts["complete"]),
-            str(counts["errored"]),
-            str(counts["running"]),
+            *(str(row.counts.get(status, 0)) for status in ("complete", "errored", "running")),
             "-" if best is None else f"{fmt(judgment(best, datarun.score_target))} (#{best.id})",
             f"{datarun.metric} {datarun.score_target.value}",
         )
     return table
+
+
+STATUS_COLUMNS = (
+    "id",
+    "dataset",
+    "status",
+    "budget",
+    "complete",
+    "errored",
+    "running",
+    "best",
+    "metric",
+)

@@ -6,29 +6,32 @@ data), so a refused request leaves no dataset, datarun or hyperpartition behind.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from atm_core import options as spec
 from atm_core.data.dataset import DatasetInfo, inspect_dataset
 from atm_core.data.split import split_frames
-from atm_core.errors import ConfigError
+from atm_core.errors import ATMError, ConfigError
 from atm_core.evaluation import (
     BINARY_METRICS,
     MULTICLASS_ALIASES,
     MULTICLASS_METRICS,
-    SCORE_TARGETS,
     resolve_metric,
 )
-from atm_core.modelhub.hub import DatarunOptions, ModelHub
+from atm_core.modelhub.hub import ModelHub
 from atm_core.modelhub.models import Datarun, utcnow
-from atm_core.search import DEFAULT_SELECTOR, DEFAULT_TUNER
+from atm_core.options import DatarunRequest
 from atm_core.search.catalogue import Method, load_method
 from atm_core.search.hyperpartitions import HyperpartitionSpec, enumerate_hyperpartitions
 from atm_core.search.selectors import resolve_selector
 from atm_core.search.tuners import resolve_tuner
+
+__all__ = ["DatarunRequest", "EnteredData", "Ingested", "check_request", "enter_data"]
 
 # The default datarun when no method is named: strong, fast learners first (warm start tries
 # their default configurations in this order); knn, svm and mlp join on small data only,
@@ -36,37 +39,7 @@ from atm_core.search.tuners import resolve_tuner
 PORTFOLIO = ("hgb", "rf", "logreg", "et")
 SMALL_DATA_PORTFOLIO = ("knn", "svm", "mlp")
 SMALL_DATA_ROWS = 10_000
-BUDGET_TYPES = {"classifier": "classifier", "learner": "classifier", "walltime": "walltime"}
 ALL_METRICS = sorted({*BINARY_METRICS, *MULTICLASS_METRICS, *MULTICLASS_ALIASES})
-
-
-@dataclass
-class DatarunRequest:
-    """What ``atm enter_data`` is asked to create: the original flags and defaults, except the
-    selector (``hieralg``, chosen by measurement) and the portfolio when no methods are named."""
-
-    train_path: str
-    class_column: str = "class"
-    test_path: str | None = None
-    methods: list[str] | None = None  # None: the default portfolio for the data's size
-    priority: int = 1
-    budget_type: str = "classifier"
-    budget: int = 100
-    deadline: str | datetime | None = None
-    metric: str = "f1"
-    score_target: str = "cv"
-    tuner: str = DEFAULT_TUNER
-    selector: str = DEFAULT_SELECTOR
-    r_minimum: int = 2
-    k_window: int = 3
-    gridding: int = 0
-    run_per_partition: bool = False
-    seed: int = 0
-    test_size: float = 0.3
-    time_limit: float | None = None
-    warm_start: bool = True
-    cv_folds: int | None = None
-    description: str | None = None
 
 
 @dataclass
@@ -75,7 +48,7 @@ class Ingested:
 
     dataset_id: int
     info: DatasetInfo
-    options: DatarunOptions  # with the metric resolved for the problem type
+    options: dict[str, Any]  # the stored options, resolved (metric for the problem type...)
     methods: list[Method]
     run_per_partition: bool = False
 
@@ -92,68 +65,58 @@ class EnteredData:
     requested_metric: str
 
 
-def validate_options(request: DatarunRequest) -> tuple[DatarunOptions, list[Method]]:
-    """Check every option that does not need the data; return the datarun options."""
+def validate_options(request: DatarunRequest) -> tuple[dict[str, Any], list[Method]]:
+    """Check every option that does not need the data; return the options to store.
+
+    Every problem is found before any is reported, so one message lists them all.
+    """
+    found = spec.problems(request)
+    methods: list[Method] = []
     if request.methods is not None and not request.methods:
-        raise ConfigError("no methods given: name at least one (e.g. --methods logreg dt knn)")
-    methods = [load_method(name) for name in request.methods or ()]
-    names = [method.name for method in methods]
-    duplicated = sorted({name for name in names if names.count(name) > 1})
-    if duplicated:
-        raise ConfigError(f"method '{duplicated[0]}' is given twice")
-    resolve_selector(request.selector)
-    resolve_tuner(request.tuner)
-    budget_type = BUDGET_TYPES.get(request.budget_type)
-    if budget_type is None:
-        raise ConfigError(
-            f"unknown budget type '{request.budget_type}': use classifier or walltime"
-        )
-    _check_int("budget", request.budget, minimum=1)
-    _check_int("r_minimum", request.r_minimum, minimum=1)
-    _check_int("k_window", request.k_window, minimum=1)
-    _check_int("gridding", request.gridding, minimum=0)
-    _check_int("priority", request.priority)
-    _check_int("seed", request.seed, minimum=0)
+        found.append("no methods given: name at least one (e.g. --methods logreg dt knn)")
+    elif isinstance(request.methods, list | tuple):
+        for name in request.methods:
+            _collect(found, lambda name=name: methods.append(load_method(name)))
+        names = [method.name for method in methods]
+        duplicated = sorted({name for name in names if names.count(name) > 1})
+        if duplicated:
+            found.append(f"method '{duplicated[0]}' is given twice")
+    if isinstance(request.selector, str):
+        _collect(found, lambda: resolve_selector(request.selector))
+    if isinstance(request.tuner, str):
+        _collect(found, lambda: resolve_tuner(request.tuner))
     if request.gridding == 1:
-        raise ConfigError("gridding must be 0 (continuous) or at least 2 grid points")
-    if request.metric not in ALL_METRICS:
-        raise ConfigError(f"unknown metric '{request.metric}': use one of {', '.join(ALL_METRICS)}")
-    if request.score_target not in SCORE_TARGETS:
-        raise ConfigError(
-            f"unknown score target '{request.score_target}': use one of {', '.join(SCORE_TARGETS)}"
-        )
-    if request.time_limit is not None and (
-        not isinstance(request.time_limit, int | float) or request.time_limit < 0
-    ):
-        raise ConfigError(
-            f"time_limit must be a number of seconds >= 0, got {request.time_limit!r}"
-        )
-    if request.cv_folds is not None:
-        _check_int("cv_folds", request.cv_folds, minimum=0)
-        if request.cv_folds == 1:
-            raise ConfigError("cv_folds must be 0 (a holdout instead of CV) or at least 2")
-    if not 0 < request.test_size < 1:
-        raise ConfigError(f"test_size must be between 0 and 1, got {request.test_size}")
-    options = DatarunOptions(
-        selector=request.selector,
-        tuner=request.tuner,
-        k_window=request.k_window,
-        r_minimum=request.r_minimum,
-        gridding=request.gridding,
-        priority=request.priority,
-        budget_type=budget_type,
-        budget=request.budget,
-        deadline=parse_deadline(request.deadline),
-        metric=request.metric,
-        score_target=request.score_target,
-        seed=request.seed,
-        test_size=request.test_size,
+        found.append("gridding must be 0 (continuous) or at least 2 grid points")
+    if isinstance(request.metric, str) and request.metric not in ALL_METRICS:
+        found.append(f"unknown metric '{request.metric}': use one of {', '.join(ALL_METRICS)}")
+    if request.cv_folds == 1:
+        found.append("cv_folds must be 0 (a holdout instead of CV) or at least 2")
+    if isinstance(request.test_size, float | int) and not 0 < request.test_size < 1:
+        found.append(f"test_size must be between 0 and 1, got {request.test_size}")
+    deadline = None
+    if isinstance(request.deadline, str | datetime):
+        try:
+            deadline = parse_deadline(request.deadline)
+        except ConfigError as exc:
+            found.append(str(exc))
+    if found:
+        raise ConfigError("; ".join(found))
+    stored = spec.stored_values(request)
+    stored.update(
+        budget_type="walltime" if request.budget_type == "walltime" else "classifier",
+        deadline=deadline,
         time_limit=None if request.time_limit is None else float(request.time_limit),
-        warm_start=bool(request.warm_start),
-        cv_folds=request.cv_folds,
-        description=request.description,
+        test_size=float(request.test_size),
     )
-    return options, methods
+    return stored, methods
+
+
+def _collect(found: list[str], check: Any) -> None:
+    """Run ``check``; a user error it raises joins ``found`` instead of stopping the checks."""
+    try:
+        check()
+    except ATMError as exc:
+        found.append(str(exc))
 
 
 def parse_deadline(value: str | datetime | None) -> datetime | None:
@@ -173,13 +136,6 @@ def parse_deadline(value: str | datetime | None) -> datetime | None:
     return deadline
 
 
-def _check_int(name: str, value: object, minimum: int | None = None) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
-
-
 def default_portfolio(info: DatasetInfo) -> list[str]:
     """The methods of a datarun that names none, for this dataset's size."""
     if info.n_examples <= SMALL_DATA_ROWS:
@@ -187,7 +143,7 @@ def default_portfolio(info: DatasetInfo) -> list[str]:
     return list(PORTFOLIO)
 
 
-def check_request(request: DatarunRequest) -> tuple[DatasetInfo, DatarunOptions, list[Method]]:
+def check_request(request: DatarunRequest) -> tuple[DatasetInfo, dict[str, Any], list[Method]]:
     """Validate every option and the data itself; nothing is written."""
     options, methods = validate_options(request)
     info, train, test = inspect_dataset(request.train_path, request.class_column, request.test_path)
@@ -199,11 +155,11 @@ def check_request(request: DatarunRequest) -> tuple[DatasetInfo, DatarunOptions,
         test,
         info.class_column,
         info.schema,
-        options.seed,
-        options.test_size,
-        options.cv_folds,
+        options["seed"],
+        options["test_size"],
+        options["cv_folds"],
     )
-    return info, replace(options, metric=metric), methods
+    return info, {**options, "metric": metric}, methods
 
 
 def ingest(hub: ModelHub, request: DatarunRequest) -> Ingested:
@@ -224,7 +180,7 @@ def create_dataruns(hub: ModelHub, ingested: Ingested, run_key: str | None = Non
     groups = [[p] for p in partitions] if ingested.run_per_partition else [partitions]
     dataruns = hub.create_dataruns(ingested.info, ingested.options, groups, run_key=run_key)
     return EnteredData(
-        dataruns[0].dataset_id, ingested.info, dataruns, counts, ingested.options.metric, ""
+        dataruns[0].dataset_id, ingested.info, dataruns, counts, ingested.options["metric"], ""
     )
 
 
@@ -247,15 +203,9 @@ def load_plan(path: str | Path) -> list[DatarunRequest]:
     entries = document.get("dataruns") if isinstance(document, dict) else None
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{plan_path}: expected a non-empty list under 'dataruns'")
-    allowed = {f.name for f in fields(DatarunRequest)}
     requests = []
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict) or "train_path" not in entry:
             raise ConfigError(f"{plan_path}: dataruns[{index}] needs at least a train_path")
-        unknown = sorted(set(entry) - allowed)
-        if unknown:
-            raise ConfigError(
-                f"{plan_path}: dataruns[{index}].{unknown[0]} is not a datarun option"
-            )
-        requests.append(DatarunRequest(**entry))
+        requests.append(spec.from_mapping(entry, where=f"{plan_path}: dataruns[{index}]."))
     return requests

@@ -4,6 +4,7 @@ summary."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -13,19 +14,15 @@ import pandas as pd
 from atm_core.data.dataset import FeatureSchema
 from atm_core.data.split import HOLDOUT_SHARE, load_all_rows
 from atm_core.ensemble import CANDIDATES, EnsembleModel, select
+from atm_core.errors import NotFoundError
 from atm_core.evaluation import resolve_metric
 from atm_core.isolation import fit_threads
-from atm_core.modelhub.hub import DatarunProgress, ModelHub, judgment
-from atm_core.modelhub.models import (
-    BudgetType,
-    Classifier,
-    Datarun,
-    DatarunStatus,
-    Ensemble,
-    Hyperpartition,
-    utcnow,
-)
+from atm_core.modelhub.hub import ModelHub
+from atm_core.modelhub.models import Classifier, Datarun, DatarunStatus, Ensemble
+from atm_core.modelhub.reads import judgment
 from atm_core.pipeline import build_pipeline
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -120,27 +117,29 @@ def write_leaderboard(hub: ModelHub, datarun_id: int) -> str:
     """Store the full leaderboard as parquet under the artifact root; returns its location."""
     board = hub.leaderboard(datarun_id)
     frame = pd.DataFrame(leaderboard_records(board), columns=list(board.columns))
-    return hub.store.save_frame(f"datarun-{datarun_id}/leaderboard.parquet", frame)
+    return hub.store.save_frame(leaderboard_key(datarun_id), frame)
+
+
+def leaderboard_key(datarun_id: int) -> str:
+    return f"datarun-{datarun_id}/leaderboard.parquet"
 
 
 def summarize(hub: ModelHub, datarun_id: int) -> DatarunSummary:
+    """Where the datarun stands: classifier counts, its best classifier and its ensemble."""
     datarun = hub.get_datarun(datarun_id)
-    dataset = hub.get_dataset(datarun.dataset_id)
-    counts: dict[str, int] = {}
-    for classifier in hub.classifiers(datarun_id):
-        counts[classifier.status.value] = counts.get(classifier.status.value, 0) + 1
+    row = next(r for r in hub.status_rows() if r.datarun.id == datarun_id)
     summary = DatarunSummary(
         datarun_id=datarun.id,
-        dataset=dataset.name,
+        dataset=row.dataset_name,
         status=datarun.status.value,
         metric=datarun.metric,
         score_target=datarun.score_target.value,
-        classifiers=counts,
+        classifiers=dict(row.counts),
     )
-    best = hub.best_classifier(datarun_id)
+    best = row.best
     if best is not None:
         summary.best_classifier_id = best.id
-        summary.best_method = hub.get_hyperpartition(best.hyperpartition_id).method
+        summary.best_method = best.method
         summary.best_hyperparameters = best.hyperparameters_values
         summary.best_judgment = judgment(best, datarun.score_target)
         summary.best_cv = best.cv_judgment_metric
@@ -150,17 +149,13 @@ def summarize(hub: ModelHub, datarun_id: int) -> DatarunSummary:
     ensemble = hub.get_ensemble(datarun_id)
     if ensemble is not None:
         summary.ensemble = [
-            {
-                "classifier_id": classifier_id,
-                "method": hub.get_hyperpartition(
-                    hub.get_classifier(classifier_id).hyperpartition_id
-                ).method,
-                "weight": weight,
-            }
-            for classifier_id, weight in ensemble.weights.items()
+            {"classifier_id": member.id, "method": member.method, "weight": weight}
+            for member, weight in hub.ensemble_members(ensemble)
         ]
         summary.ensemble_cv = ensemble.cv_judgment_metric
         summary.ensemble_test = ensemble.test_judgment_metric
+    if datarun.status == DatarunStatus.COMPLETE:
+        summary.leaderboard_location = hub.store.url(leaderboard_key(datarun_id))
     return summary
 
 
@@ -170,31 +165,19 @@ def build_ensemble(hub: ModelHub, datarun_id: int) -> Ensemble | None:
     existing = hub.get_ensemble(datarun_id)
     if existing is not None:
         return existing
-    candidates = hub.ensemble_candidates(datarun_id, CANDIDATES)
-    if not candidates:
+    predictions = {}
+    for candidate in hub.ensemble_candidates(datarun_id, CANDIDATES):
+        try:
+            predictions[candidate.id] = hub.load_predictions(candidate)
+        except NotFoundError as exc:  # its files were lost: the others still make an ensemble
+            log.warning("classifier %d left out of the ensemble: %s", candidate.id, exc)
+    if not predictions:
         return None
     datarun = hub.get_datarun(datarun_id)
     metric = resolve_metric(datarun.metric, hub.get_dataset(datarun.dataset_id).k_classes)
-    selection = select({c.id: hub.load_predictions(c) for c in candidates}, metric)
+    selection = select(predictions, metric)
     return hub.record_ensemble(
         datarun_id, selection.weights, selection.cv_judgment_metric, selection.test_judgment_metric
-    )
-
-
-def classifier_pipeline(
-    classifier: Classifier,
-    partition: Hyperpartition,
-    datarun: Datarun,
-    schema: FeatureSchema,
-    threads: int,
-) -> Any:
-    """The unfitted pipeline of a classifier's configuration, as its datarun fits it."""
-    return build_pipeline(
-        partition.estimator_class,
-        classifier.hyperparameters_values,
-        schema,
-        random_state=datarun.seed,
-        n_jobs=threads,
     )
 
 
@@ -256,7 +239,7 @@ def _all_rows(hub: ModelHub, datarun_id: int) -> tuple[pd.DataFrame, pd.Series]:
         dataset.train_path,
         dataset.test_path,
         dataset.class_column,
-        hub.schema_of(dataset),
+        FeatureSchema.from_json(dataset.feature_schema),
         dataset.content_hash,
     )
 
@@ -264,42 +247,20 @@ def _all_rows(hub: ModelHub, datarun_id: int) -> tuple[pd.DataFrame, pd.Series]:
 def _refitted(hub: ModelHub, classifier: Classifier, X: pd.DataFrame, y: pd.Series) -> Any:
     partition = hub.get_hyperpartition(classifier.hyperpartition_id)
     datarun = hub.get_datarun(classifier.datarun_id)
-    schema = hub.schema_of(hub.get_dataset(datarun.dataset_id))
-    model = classifier_pipeline(classifier, partition, datarun, schema, hub.settings.threads)
+    dataset = hub.get_dataset(datarun.dataset_id)
+    model = build_pipeline(
+        partition.estimator_class,
+        classifier.hyperparameters_values,
+        FeatureSchema.from_json(dataset.feature_schema),
+        random_state=datarun.seed,
+        n_jobs=hub.settings.threads,
+    )
     with fit_threads(hub.settings.threads):
         return model.fit(X, y)
 
 
-def finalize(hub: ModelHub, datarun_id: int) -> DatarunSummary:
-    """Complete the datarun if its work is done (exactly once), choose its ensemble, store the
-    leaderboard, summarize."""
-    completed_now = hub.finish_if_done(datarun_id)
-    if hub.get_datarun(datarun_id).status == DatarunStatus.COMPLETE:
-        build_ensemble(hub, datarun_id)
-    location = write_leaderboard(hub, datarun_id)
-    summary = summarize(hub, datarun_id)
-    summary.completed_now = completed_now
-    summary.leaderboard_location = location
-    return summary
-
-
-@dataclass(frozen=True)
-class BudgetProgress:
-    done: float
-    total: float
-    unit: str  # "classifiers" or "minutes"
-
-    @property
-    def percent(self) -> float:
-        return 100.0 if self.total <= 0 else min(100.0, 100.0 * self.done / self.total)
-
-
-def budget_progress(progress: DatarunProgress) -> BudgetProgress:
-    """How much of the datarun's budget is spent (classifiers or walltime minutes)."""
-    datarun = progress.datarun
-    if datarun.budget_type == BudgetType.WALLTIME:
-        started = datarun.start_time or utcnow()
-        end = datarun.end_time or utcnow()
-        minutes = (end - started).total_seconds() / 60
-        return BudgetProgress(min(minutes, datarun.budget), datarun.budget, "minutes")
-    return BudgetProgress(progress.classifiers, datarun.budget, "classifiers")
+def finalize(hub: ModelHub, datarun_id: int) -> str:
+    """A complete datarun's ensemble (chosen once) and leaderboard parquet; safe to repeat.
+    Returns the leaderboard's location."""
+    build_ensemble(hub, datarun_id)
+    return write_leaderboard(hub, datarun_id)

@@ -83,10 +83,11 @@ def count(settings) -> tuple[int, int, float]:
 
 
 def run_worker(settings, request) -> float:
+    from atm_core.worker import Worker
+
     from atm_core import results
     from atm_core.dataruns import enter_data
     from atm_core.modelhub import ModelHub
-    from atm_core.worker import Worker
 
     hub = ModelHub(settings=settings)
     try:

@@ -11,19 +11,22 @@ import argparse
 import os
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console
 
-from atm_core.cli import DEMO_DATA_DIR, DEMO_DATASETS, add_datarun_flags, datarun_request, open_hub
+from atm_core.cli import DEMO_DATA_DIR, DEMO_DATASETS, open_hub
+from atm_core.options import DatarunRequest, add_datarun_flags, from_arguments
 from atm_core.settings import Settings
 
-if TYPE_CHECKING:  # the data stack is imported when a command runs, not when `atm` starts
-    from atm_core.dataruns import DatarunRequest
 
-
-def prepare_prefect_environment(verbose: bool) -> None:
-    """Defaults for the embedded mode; explicit environment variables always win."""
+def prepare_environment(settings: Settings, verbose: bool) -> None:
+    """The settings as ``ATM_*`` variables (the flow reads its settings there, so that no URL
+    or password becomes a flow-run parameter), and Prefect's defaults for the embedded mode;
+    explicit ``PREFECT_*`` variables always win."""
+    for name, value in settings.to_dict().items():
+        os.environ[f"ATM_{name.upper()}"] = str(value)
+    os.environ.pop("ATM_CONFIG", None)  # every setting is in the environment now
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if not os.environ.get("PREFECT_API_URL"):
         os.environ.setdefault("PREFECT_HOME", str(Path.cwd() / ".prefect"))
@@ -52,7 +55,7 @@ def run_flow(
         from atm_core.dataruns import check_request
 
         check_request(request)  # bad input fails here, before Prefect starts
-    prepare_prefect_environment(verbose)
+    prepare_environment(settings, verbose)
     from flows.datarun import datarun
     from flows.runners import make_task_runner
 
@@ -66,19 +69,21 @@ def run_flow(
         if name != "run_per_partition"  # refused by cmd_run
     }
     hub = open_hub(settings)
+    if datarun_id is not None:
+        hub.get_datarun(datarun_id)  # an unknown datarun fails here, before Prefect starts
     console.print("Starting the atm flow (Prefect embedded mode)...", highlight=False)
     with DatarunWatcher(hub, run_key if datarun_id is None else None, console, datarun_id):
-        summary = flow(
+        state = flow(
             **parameters,
             datarun_id=datarun_id,
             n_parallel=n_parallel,
             run_key=run_key,
-            database_url=settings.database_url,
-            artifact_root=settings.artifact_root,
+            return_state=True,
         )
+    summary = state.result()  # a user's error in the flow raises it here (exit 2)
     datarun_row = hub.get_datarun(summary["datarun_id"])
-    board = hub.leaderboard(datarun_row.id, limit=10)
-    console.print(leaderboard_table(board, datarun_row, console.width))
+    rows = hub.leaderboard_rows(datarun_row.id, limit=10)
+    console.print(leaderboard_table(rows, datarun_row, console.width))
     counts = ", ".join(f"{n} {status}" for status, n in sorted(summary["classifiers"].items()))
     console.print(
         f"Datarun {datarun_row.id}: {datarun_row.status.value} ({counts})", highlight=False
@@ -110,7 +115,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings, console: Console) -> i
             "use `atm enter_data --run-per-partition` and `atm worker`"
         )
     run_flow(
-        datarun_request(args, train_path=args.train_path or ""),
+        from_arguments(args),
         settings,
         console,
         datarun_id=args.datarun_id,
@@ -124,7 +129,6 @@ def cmd_run(args: argparse.Namespace, settings: Settings, console: Console) -> i
 
 def cmd_demo(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     """A bundled dataset through the flow: pollution (logreg, dt, knn; 100) or iris (all; 60)."""
-    from atm_core.dataruns import DatarunRequest
     from atm_core.search.catalogue import builtin_methods
 
     train_path = str(DEMO_DATA_DIR / DEMO_DATASETS[args.dataset])

@@ -4,132 +4,99 @@
 ``atm run --train-path ...`` runs it in-process on Prefect's embedded (ephemeral) server.
 Several flow runs may share a datarun (pass ``datarun_id``): the ModelHub is the only
 coordination point, so together they spend exactly the budget.
+
+The search is the core's datarun driver (:mod:`atm_core.driver`) with Prefect plugged in: each
+classifier is a task run, the completed datarun is finalized by a task run. The parameters are
+the datarun options of :mod:`atm_core.options`, with their defaults and help. Where the
+ModelHub and the artifacts live comes from the ``ATM_*`` settings of the process that runs
+the flow (a worker's environment), never from parameters: Prefect shows parameters to anyone
+who can see the run, and a database URL carries a password.
 """
 
 from __future__ import annotations
 
-import time
-from datetime import datetime
+import inspect
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 
-from atm_core.dataruns import DatarunRequest
-from atm_core.modelhub.claims import Claim
-from atm_core.settings import Settings, load_settings
-from atm_core.worker import ClassifierResult, next_claim, record_failure
-from flows.publish import ProgressArtifact, publish_results
+from atm_core import options
+from atm_core.dataruns import validate_options
+from atm_core.driver import Driver
+from atm_core.errors import ATMError, ConfigError
+from atm_core.results import summarize
+from atm_core.settings import load_settings
+from flows.execution import FlowReporter, PrefectExecution
+from flows.publish import publish_results, result_line
 from flows.runners import make_task_runner
-from flows.tasks import (
-    enumerate_hyperpartitions,
-    finalize_datarun,
-    hub_for,
-    ingest_dataset,
-    train_classifier,
-)
+from flows.tasks import enumerate_hyperpartitions, hub_for, ingest_dataset, user_error
 
-DEFAULTS = DatarunRequest(train_path="")
+FLOW_PARAMETERS = {
+    "datarun_id": (
+        int | None,
+        None,
+        "work on this existing datarun instead of creating one (several flow runs can share "
+        "one: together they spend exactly its budget)",
+    ),
+    "n_parallel": (int, 1, "classifier task runs in flight"),
+    "run_key": (
+        str | None,
+        None,
+        "names the datarun this run creates; a retried flow run with the same key continues it",
+    ),
+}
 
 
-@flow(name="atm", task_runner=make_task_runner(), log_prints=True)
-def datarun(
-    train_path: str | None = None,
-    class_column: str = DEFAULTS.class_column,
-    test_path: str | None = None,
-    methods: list[str] | None = None,
-    priority: int = DEFAULTS.priority,
-    budget_type: str = DEFAULTS.budget_type,
-    budget: int = DEFAULTS.budget,
-    deadline: str | datetime | None = None,
-    metric: str = DEFAULTS.metric,
-    score_target: str = DEFAULTS.score_target,
-    tuner: str = DEFAULTS.tuner,
-    selector: str = DEFAULTS.selector,
-    r_minimum: int = DEFAULTS.r_minimum,
-    k_window: int = DEFAULTS.k_window,
-    gridding: int = DEFAULTS.gridding,
-    seed: int = DEFAULTS.seed,
-    time_limit: float | None = DEFAULTS.time_limit,
-    warm_start: bool = DEFAULTS.warm_start,
-    cv_folds: int | None = DEFAULTS.cv_folds,
-    test_size: float = DEFAULTS.test_size,
-    description: str | None = None,
-    datarun_id: int | None = None,
-    n_parallel: int = 1,
-    run_key: str | None = None,
-    database_url: str | None = None,
-    artifact_root: str | None = None,
-) -> dict[str, Any]:
-    """Search classifiers for a dataset (or continue datarun ``datarun_id``); returns the best.
-
-    ``run_key`` names the datarun this run creates; a retried flow run (same key) continues it.
-    """
-    settings = load_settings(database_url=database_url, artifact_root=artifact_root)
-    if datarun_id is None:
-        if not train_path:
-            raise ValueError("give train_path (a new datarun) or datarun_id (an existing one)")
-        request = DatarunRequest(
-            train_path=train_path,
-            class_column=class_column,
-            test_path=test_path,
-            methods=None if methods is None else list(methods),
-            priority=priority,
-            budget_type=budget_type,
-            budget=budget,
-            deadline=deadline,
-            metric=metric,
-            score_target=score_target,
-            tuner=tuner,
-            selector=selector,
-            r_minimum=r_minimum,
-            k_window=k_window,
-            gridding=gridding,
-            seed=seed,
-            time_limit=time_limit,
-            warm_start=warm_start,
-            cv_folds=cv_folds,
-            test_size=test_size,
-            description=description,
-        )
-        ingested = ingest_dataset(settings, request)
-        entered = enumerate_hyperpartitions(
-            settings, ingested, run_key=run_key or f"prefect:{flow_run.id}"
-        )
-        datarun_id = entered.dataruns[0].id
-    search(settings, datarun_id, max(1, n_parallel))
-    summary = finalize_datarun(settings, datarun_id)
-    publish_results(hub_for(settings), summary)
+def _datarun(**arguments: Any) -> Any:
+    """Search classifiers for a dataset (or continue datarun ``datarun_id``); returns a summary
+    of the datarun and its best model."""
+    datarun_id = arguments.pop("datarun_id")
+    n_parallel = arguments.pop("n_parallel")
+    run_key = arguments.pop("run_key")
+    logger = get_run_logger()
+    try:
+        settings = load_settings()
+        hub = hub_for(settings)
+        if datarun_id is None:
+            request = options.from_mapping(arguments)
+            if not request.train_path:
+                raise ConfigError("give train_path (a new datarun) or datarun_id (an existing one)")
+            validate_options(request)  # every option problem in one line, before any task
+            ingested = ingest_dataset(settings, request, return_state=True).result()
+            entered = enumerate_hyperpartitions(
+                settings, ingested, run_key=run_key or f"prefect:{flow_run.id}"
+            )
+            datarun_id = entered.dataruns[0].id
+        else:
+            hub.get_datarun(datarun_id)  # an unknown datarun is a one-line error
+        reporter = FlowReporter(settings, datarun_id)
+        driver = Driver(
+            hub,
+            PrefectExecution(settings),
+            datarun_ids=[datarun_id],
+            n_parallel=n_parallel,
+            reporter=reporter,
+        ).run()
+    except ATMError as exc:
+        state = user_error(exc)
+        logger.error(state.message)
+        return state
+    reporter.progress.update(force=True)
+    summary = summarize(hub, datarun_id)
+    summary.completed_now = datarun_id in driver.completed
+    publish_results(hub, summary)
+    logger.info(result_line(summary))
     return summary.to_dict()
 
 
-def search(settings: Settings, datarun_id: int, n_parallel: int) -> None:
-    """Keep up to ``n_parallel`` classifier tasks in flight until the datarun has no work left.
-
-    Every proposal is made from the ModelHub's current history and reserved there before its
-    task starts. With nothing to claim while others (other flow runs, CLI workers) still
-    train, wait: their classifiers finish, or their leases expire and are reclaimed here.
-    """
-    hub = hub_for(settings)
-    logger = get_run_logger()
-    progress = ProgressArtifact(hub, datarun_id)
-    progress.update()
-    in_flight: dict[PrefectFuture[ClassifierResult], Claim] = {}
-    while True:
-        while len(in_flight) < n_parallel and (claim := next_claim(hub, datarun_id)) is not None:
-            in_flight[train_classifier.submit(settings, claim)] = claim
-        if not in_flight:
-            if not hub.running_count(datarun_id):
-                progress.update(force=True)
-                return  # finalize completes the datarun
-            time.sleep(settings.poll_seconds)
-            continue
-        finished = next(as_completed(list(in_flight)))
-        claim = in_flight.pop(finished)
-        try:
-            finished.result()
-        except Exception as exc:  # retries are spent: record it, never as a success
-            logger.error("classifier %d failed: %r", claim.classifier_id, exc)
-            record_failure(hub, claim, exc)
-        progress.update()
+_datarun.__signature__ = options.parameters(  # type: ignore[attr-defined]
+    trailing=[
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+        for name, (kind, default, _) in FLOW_PARAMETERS.items()
+    ]
+)
+_datarun.__doc__ = f"{_datarun.__doc__}\n\n" + options.docstring_arguments(
+    {name: text for name, (_, _, text) in FLOW_PARAMETERS.items()}
+)
+datarun = flow(name="atm", task_runner=make_task_runner(), log_prints=True)(_datarun)

@@ -18,12 +18,7 @@ DEFAULT_PLAN = "flows/nightly.yaml"
 
 
 @flow(name="atm")
-def nightly(
-    plan: str = DEFAULT_PLAN,
-    n_parallel: int = 1,
-    database_url: str | None = None,
-    artifact_root: str | None = None,
-) -> list[dict[str, Any]]:
+def nightly(plan: str = DEFAULT_PLAN, n_parallel: int = 1) -> list[dict[str, Any]]:
     """Run each datarun listed in ``plan`` (YAML, ``dataruns:`` entries) one after another."""
     requests = load_plan(plan)
     for index, request in enumerate(requests):
@@ -39,8 +34,6 @@ def nightly(
         state = datarun.with_options(flow_run_name=f"nightly-{name}")(
             **options,
             n_parallel=n_parallel,
-            database_url=database_url,
-            artifact_root=artifact_root,
             return_state=True,
         )
         if state.is_completed():

@@ -16,22 +16,11 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from atm_core import results
 from atm_core.modelhub import ModelHub
-from atm_core.results import DatarunSummary
+from atm_core.progress import budget_progress
+from atm_core.results import DatarunSummary, ensemble_members_text
 
 LEADERBOARD_ROWS = 10
-TABLE_COLUMNS = (
-    "rank",
-    "classifier_id",
-    "method",
-    "hyperpartition",
-    "judgment_metric",
-    "cv_judgment_metric",
-    "cv_judgment_metric_stdev",
-    "test_judgment_metric",
-    "hyperparameters",
-)
 
 
 def artifact_key(datarun_id: int, what: str) -> str:
@@ -60,7 +49,7 @@ class ProgressArtifact:
         if not force and now - self._updated < self.MIN_INTERVAL:
             return
         self._updated = now
-        progress = results.budget_progress(self.hub.progress(self.datarun_id))
+        progress = budget_progress(self.hub.progress(self.datarun_id))
         description = (
             f"Datarun {self.datarun_id}: {progress.done:.0f} of {progress.total:.0f} "
             f"{progress.unit}"
@@ -75,12 +64,45 @@ class ProgressArtifact:
             update_progress_artifact(self._id, progress=progress.percent, description=description)
 
 
+def leaderboard_table(hub: ModelHub, summary: DatarunSummary) -> list[dict[str, str]]:
+    """The top of the leaderboard as a person reads it: scores to 4 decimals, the score that
+    ranks first, the test score before the long hyperparameter text."""
+    rows = []
+    for row in hub.leaderboard_rows(summary.datarun_id, limit=LEADERBOARD_ROWS):
+        scores = {
+            f"{summary.metric} ({summary.score_target})": _decimals(row["judgment_metric"]),
+            "test": _decimals(row["test_judgment_metric"]),
+        }
+        if summary.score_target != "cv":
+            scores["cv mean"] = _decimals(row["cv_judgment_metric"])
+        rows.append(
+            {
+                "rank": str(row["rank"]),
+                "classifier": str(row["classifier_id"]),
+                "method": row["method"],
+                **scores,
+                "cv std": _decimals(row["cv_judgment_metric_stdev"]),
+                "hyperparameters": ", ".join(
+                    f"{name}={_short(value)}"
+                    for name, value in sorted(row["hyperparameters"].items())
+                ),
+            }
+        )
+    return rows
+
+
+def _decimals(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
+def _short(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def publish_results(hub: ModelHub, summary: DatarunSummary) -> None:
     """The top of the leaderboard as a table, the best model as markdown."""
-    board = hub.leaderboard(summary.datarun_id, limit=LEADERBOARD_ROWS)
-    records = results.leaderboard_records(board[list(TABLE_COLUMNS)])
     create_table_artifact(
-        table=records,
+        table=leaderboard_table(hub, summary),
         key=artifact_key(summary.datarun_id, "leaderboard"),
         description=f"Top {LEADERBOARD_ROWS} classifiers of datarun {summary.datarun_id} "
         f"({summary.metric}, {summary.score_target})",
@@ -90,3 +112,21 @@ def publish_results(hub: ModelHub, summary: DatarunSummary) -> None:
         key=artifact_key(summary.datarun_id, "best-model"),
         description=f"Best model of datarun {summary.datarun_id}",
     )
+
+
+def result_line(summary: DatarunSummary) -> str:
+    """The flow run's last log line: the datarun, its best score and its ensemble."""
+    parts = [f"datarun {summary.datarun_id} is {summary.status}"]
+    if summary.best_classifier_id is None:
+        parts.append("no classifier completed")
+    else:
+        parts.append(
+            f"best {summary.metric} {summary.best_judgment:.4f} "
+            f"(classifier {summary.best_classifier_id}, {summary.best_method})"
+        )
+    if summary.ensemble:
+        parts.append(
+            f"ensemble {ensemble_members_text(summary.ensemble)}: "
+            f"cv {summary.ensemble_cv:.4f}, test {summary.ensemble_test:.4f}"
+        )
+    return "; ".join(parts)

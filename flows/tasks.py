@@ -3,6 +3,8 @@
 Only infrastructure failures (database, object store, network) are retried, with backoff; a
 model that fails to fit is recorded as ``errored`` by the core and returns normally, so it is
 never retried. A retried ``train`` reuses its claim: same classifier row, same artifact keys.
+A user's error (a missing file, an unknown method) ends its task as ``Failed`` with the
+one-line message, without a traceback.
 """
 
 from __future__ import annotations
@@ -14,15 +16,17 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE as NO_CACHE
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_logger
+from prefect.states import Failed, State
 
 from atm_core import results
 from atm_core.dataruns import DatarunRequest, EnteredData, Ingested, create_dataruns, ingest
+from atm_core.errors import ATMError
 from atm_core.modelhub import ModelHub
 from atm_core.modelhub.claims import Claim
-from atm_core.results import DatarunSummary
+from atm_core.reporting import ClassifierResult, Reporter
 from atm_core.settings import Settings
-from atm_core.worker import ClassifierResult, DataCache, Reporter, is_infrastructure_error
-from atm_core.worker import train_classifier as core_train_classifier
+from atm_core.training import DataCache, is_infrastructure_error
+from atm_core.training import train_classifier as core_train_classifier
 
 RETRY_DELAYS = [2, 10, 30]
 _hubs: dict[Settings, ModelHub] = {}
@@ -53,6 +57,13 @@ def retry_infrastructure_only(task_: Any, task_run: Any, state: Any) -> bool:
     return is_infrastructure_error(error)
 
 
+def user_error(error: ATMError) -> State:
+    """A task or flow run that ends on a user's error: ``Failed`` with its one-line message
+    (and the exception, which ``state.result()`` raises), instead of a logged traceback."""
+    message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return Failed(message=message, data=error)
+
+
 def run_logger() -> Any:
     """The task run's logger; a plain logger when a task body runs outside Prefect (``.fn``)."""
     try:
@@ -68,25 +79,6 @@ class RunLogReporter(Reporter):
         shown = ", ".join(f"{name}={value}" for name, value in sorted(values.items()))
         run_logger().info("classifier %d: %s(%s)", claim.classifier_id, method, shown)
 
-    def classifier_finished(self, result: ClassifierResult) -> None:
-        logger = run_logger()
-        if result.status == "complete":
-            logger.info(
-                "classifier %d: %s %s %.4f +- %.4f, test %.4f%s",
-                result.classifier_id,
-                result.metric,
-                result.score_target,
-                result.cv_mean,
-                result.cv_stdev,
-                result.test,
-                " - new best score!" if result.is_new_best else "",
-            )
-        else:
-            last_line = (result.error or "").strip().splitlines()[-1:] or [result.status]
-            logger.warning(
-                "classifier %d %s: %s", result.classifier_id, result.status, last_line[0]
-            )
-
 
 @task(
     name="ingest",
@@ -95,9 +87,12 @@ class RunLogReporter(Reporter):
     retry_delay_seconds=RETRY_DELAYS,
     retry_condition_fn=retry_infrastructure_only,
 )
-def ingest_dataset(settings: Settings, request: DatarunRequest) -> Ingested:
+def ingest_dataset(settings: Settings, request: DatarunRequest) -> Ingested | State:
     """Read the data, compute its metadata, register the dataset (same content: same dataset)."""
-    return ingest(hub_for(settings), request)
+    try:
+        return ingest(hub_for(settings), request)
+    except ATMError as exc:
+        return user_error(exc)
 
 
 @task(
@@ -132,6 +127,7 @@ def train_classifier(settings: Settings, claim: Claim) -> ClassifierResult:
     retry_delay_seconds=RETRY_DELAYS,
     retry_condition_fn=retry_infrastructure_only,
 )
-def finalize_datarun(settings: Settings, datarun_id: int) -> DatarunSummary:
-    """Complete the datarun (exactly once across flow runs), store its leaderboard, summarize."""
+def finalize_datarun(settings: Settings, datarun_id: int) -> str:
+    """A datarun this flow run completed: choose its ensemble, store its leaderboard (safe to
+    repeat). Returns the leaderboard's location."""
     return results.finalize(hub_for(settings), datarun_id)

@@ -13,6 +13,7 @@ from sqlalchemy import update
 from atm_core.dataruns import DatarunRequest, enter_data
 from atm_core.modelhub import ModelHub
 from atm_core.modelhub.claims import Claim, DuplicateProposal, Outcome
+from atm_core.modelhub.claims import has_budget as budget_left
 from atm_core.modelhub.models import (
     Classifier,
     ClassifierStatus,
@@ -40,6 +41,13 @@ def other_worker(hub: ModelHub, tmp_path: Path, **overrides) -> ModelHub:
 
 def outcome(cv: float = 0.8) -> Outcome:
     return Outcome("file:///m.pkl", "0" * 64, "file:///m.parquet", cv, 0.1, 0.7)
+
+
+def has_budget(hub: ModelHub, datarun_id: int) -> bool:
+    """Whether a classifier could still be reserved (an open datarun with budget left)."""
+    with hub.transaction() as session:
+        datarun = session.get(Datarun, datarun_id)
+        return datarun.status != DatarunStatus.COMPLETE and budget_left(session, datarun)
 
 
 def update_rows(hub: ModelHub, model: type, key: int, **values) -> None:
@@ -75,7 +83,7 @@ def test_reserve_stops_exactly_at_the_budget(hub: ModelHub, pollution_path: str)
     claims = [hub.reserve(datarun_id, partition, {"max_depth": d}) for d in range(2, 6)]
     assert all(isinstance(c, Claim) for c in claims[:3])
     assert claims[3] is None
-    assert not hub.has_budget(datarun_id)
+    assert not has_budget(hub, datarun_id)
     rows = hub.classifiers(datarun_id)
     assert len(rows) == 3
     for row, claim in zip(rows, claims, strict=False):
@@ -115,7 +123,7 @@ def test_reserve_on_a_complete_datarun_gives_nothing(hub: ModelHub, pollution_pa
     datarun_id, (partition, _) = new_datarun(hub, pollution_path)
     update_rows(hub, Datarun, datarun_id, status=DatarunStatus.COMPLETE)
     assert hub.reserve(datarun_id, partition, {"max_depth": 3}) is None
-    assert not hub.has_budget(datarun_id)
+    assert not has_budget(hub, datarun_id)
 
 
 def test_concurrent_reservations_never_overshoot(
@@ -252,10 +260,10 @@ def test_release_gives_the_slot_back(hub: ModelHub, pollution_path: str) -> None
     """Ctrl+C: the interrupted classifier's row is deleted, its budget and config free again."""
     datarun_id, (partition, _) = new_datarun(hub, pollution_path, budget=1)
     claim = hub.reserve(datarun_id, partition, {"max_depth": 3})
-    assert not hub.has_budget(datarun_id)
+    assert not has_budget(hub, datarun_id)
     assert hub.release(claim)
     assert hub.classifiers(datarun_id) == []
-    assert hub.has_budget(datarun_id)
+    assert has_budget(hub, datarun_id)
     assert hub.reserve(datarun_id, partition, {"max_depth": 3}) is not None
 
 
@@ -356,21 +364,21 @@ def test_errored_classifiers_count_against_the_budget(hub: ModelHub, pollution_p
     datarun_id, (partition, _) = new_datarun(hub, pollution_path, budget=2)
     hub.fail_classifier(hub.reserve(datarun_id, partition, {"max_depth": 3}), "boom")
     hub.complete_classifier(hub.reserve(datarun_id, partition, {"max_depth": 4}), outcome())
-    assert not hub.has_budget(datarun_id)
+    assert not has_budget(hub, datarun_id)
 
 
 def test_time_budgets(hub: ModelHub, pollution_path: str) -> None:
     """A walltime budget counts from the datarun's start; a deadline stops any datarun."""
     walltime, (partition, _) = new_datarun(hub, pollution_path, budget_type="walltime", budget=2)
     assert hub.reserve(walltime, partition, {"max_depth": 3}) is not None
-    assert hub.has_budget(walltime)
+    assert has_budget(hub, walltime)
     update_rows(hub, Datarun, walltime, start_time=utcnow() - timedelta(minutes=3))
-    assert not hub.has_budget(walltime)
+    assert not has_budget(hub, walltime)
     assert hub.reserve(walltime, partition, {"max_depth": 4}) is None
 
     counted, (partition, _) = new_datarun(hub, pollution_path, budget=50)
     update_rows(hub, Datarun, counted, deadline=utcnow() - timedelta(seconds=5))
-    assert not hub.has_budget(counted)
+    assert not has_budget(hub, counted)
     assert hub.reserve(counted, partition, {"max_depth": 3}) is None
 
 

@@ -14,9 +14,10 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from atm_core import cli
-from atm_core.data.dataset import inspect_dataset
+from atm_core.data.dataset import FeatureSchema, inspect_dataset
 from atm_core.data.split import load_train_test, split_frames
 from atm_core.dataruns import DatarunRequest, enter_data
+from atm_core.driver import Driver
 from atm_core.ensemble import EnsembleModel, select
 from atm_core.errors import NotFoundError
 from atm_core.evaluation import evaluate, prediction_frame
@@ -24,8 +25,14 @@ from atm_core.modelhub import ModelHub
 from atm_core.modelhub.database import _alembic_config, create_hub_engine
 from atm_core.modelhub.models import DatarunStatus
 from atm_core.pipeline import build_pipeline
-from atm_core.results import build_ensemble, finalize, refit_ensemble, refit_model, refit_seconds
-from atm_core.worker import Worker
+from atm_core.results import (
+    build_ensemble,
+    finalize,
+    refit_ensemble,
+    refit_model,
+    refit_seconds,
+    summarize,
+)
 from tests.conftest import make_settings
 
 LOGREG = "sklearn.linear_model.LogisticRegression"
@@ -185,7 +192,7 @@ def test_ensemble_model_averages_aligned_probabilities(iris_path: str) -> None:
 def _finished_datarun(hub: ModelHub, path: str, budget: int = 10, metric: str = "roc_auc"):
     request = DatarunRequest(path, methods=["logreg", "knn", "dt"], budget=budget, metric=metric)
     datarun = enter_data(hub, request).dataruns[0]
-    Worker(hub, datarun_ids=[datarun.id]).run()
+    Driver(hub, datarun_ids=[datarun.id]).run()
     return hub.get_datarun(datarun.id)
 
 
@@ -199,7 +206,8 @@ def test_a_finished_datarun_records_its_ensemble_once(hub: ModelHub, pollution_p
     candidates = {c.id for c in hub.ensemble_candidates(datarun.id, 20)}
     assert set(ensemble.weights) <= candidates and all(w >= 1 for w in ensemble.weights.values())
     # finalizing again (another worker, the flow) keeps the first ensemble
-    summary = finalize(hub, datarun.id)
+    finalize(hub, datarun.id)
+    summary = summarize(hub, datarun.id)
     assert hub.get_ensemble(datarun.id).id == ensemble.id
     assert build_ensemble(hub, datarun.id).id == ensemble.id
     assert [m["classifier_id"] for m in summary.ensemble] == list(ensemble.weights)
@@ -211,7 +219,7 @@ def test_a_finished_datarun_records_its_ensemble_once(hub: ModelHub, pollution_p
         dataset.train_path,
         None,
         "class",
-        hub.schema_of(dataset),
+        FeatureSchema.from_json(dataset.feature_schema),
         dataset.content_hash,
         datarun.seed,
         datarun.test_size,
@@ -226,7 +234,7 @@ def test_a_finished_datarun_records_its_ensemble_once(hub: ModelHub, pollution_p
 def test_no_ensemble_before_the_datarun_completes(sqlite_hub: ModelHub, pollution_path: str):
     datarun = enter_data(sqlite_hub, DatarunRequest(pollution_path, budget=2)).dataruns[0]
     assert build_ensemble(sqlite_hub, datarun.id) is None  # no classifier yet
-    assert finalize(sqlite_hub, datarun.id).ensemble is None
+    assert summarize(sqlite_hub, datarun.id).ensemble is None
     with pytest.raises(NotFoundError, match="has no ensemble"):
         sqlite_hub.load_ensemble(datarun.id)
     with pytest.raises(NotFoundError, match="no datarun with id 999"):
@@ -324,11 +332,11 @@ def test_predictions_are_stored_only_while_a_classifier_can_be_a_candidate(
     """A classifier with CANDIDATES complete ones ranked ahead of it never becomes a candidate
     (the count only grows): it stores no predictions, and the final candidates all have them."""
     hub = sqlite_hub
-    monkeypatch.setattr("atm_core.worker.CANDIDATES", 2)
+    monkeypatch.setattr("atm_core.training.CANDIDATES", 2)
     monkeypatch.setattr("atm_core.results.CANDIDATES", 2)
     request = DatarunRequest(pollution_path, methods=["dt"], budget=12, metric="roc_auc")
     datarun = enter_data(hub, request).dataruns[0]
-    Worker(hub, datarun_ids=[datarun.id]).run()
+    Driver(hub, datarun_ids=[datarun.id]).run()
     done = sorted(hub.classifiers(datarun.id, status="complete"), key=lambda c: c.end_time)
     without = [c for c in done if c.predictions_location is None]
     assert without  # this seeded search does not improve on every classifier
@@ -346,7 +354,7 @@ def test_standing_counts_the_classifiers_ranked_ahead(
 ) -> None:
     datarun = _finished_datarun(sqlite_hub, pollution_path, budget=4)
     scores = sorted(c.cv_judgment_metric for c in sqlite_hub.classifiers(datarun.id, "complete"))
-    assert sqlite_hub.standing(datarun.id, 2.0).ahead == 0
-    assert sqlite_hub.standing(datarun.id, -1.0).ahead == len(scores)
-    assert sqlite_hub.standing(datarun.id, scores[-1]).ahead == scores.count(scores[-1])
-    assert sqlite_hub.standing(datarun.id, 0.0).best.id == sqlite_hub.best_classifier(datarun.id).id
+    assert sqlite_hub.standing(datarun, 2.0).ahead == 0
+    assert sqlite_hub.standing(datarun, -1.0).ahead == len(scores)
+    assert sqlite_hub.standing(datarun, scores[-1]).ahead == scores.count(scores[-1])
+    assert sqlite_hub.standing(datarun, 0.0).best.id == sqlite_hub.best_classifier(datarun.id).id

@@ -18,7 +18,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text, update
 
 from atm_core.data.dataset import inspect_dataset
-from atm_core.dataruns import DatarunRequest, enter_data
+from atm_core.dataruns import DatarunRequest, enter_data, validate_options
+from atm_core.driver import Driver
 from atm_core.errors import ConfigError, IntegrityError, NotFoundError
 from atm_core.modelhub import ModelHub
 from atm_core.modelhub.claims import Outcome
@@ -28,7 +29,7 @@ from atm_core.modelhub.database import (
     create_hub_engine,
     head_revision,
 )
-from atm_core.modelhub.hub import DatarunOptions, hyperpartition_spec
+from atm_core.modelhub.history import hyperpartition_spec
 from atm_core.modelhub.models import (
     Base,
     BudgetType,
@@ -39,10 +40,9 @@ from atm_core.modelhub.models import (
     ScoreTarget,
     utcnow,
 )
-from atm_core.results import BudgetProgress, budget_progress
+from atm_core.progress import BudgetProgress, budget_progress
 from atm_core.search.catalogue import load_method
 from atm_core.search.hyperpartitions import enumerate_hyperpartitions
-from atm_core.worker import Worker
 from tests.conftest import make_settings, run_python
 
 # The fields of "Guide to the ModelHub database" (each table's ``<table>_id`` is its ``id``).
@@ -354,7 +354,7 @@ def test_datarun_enumerates_hyperpartitions_as_json(hub: ModelHub, pollution_pat
 def test_specs_and_values_are_stored_as_json_text(hub: ModelHub, pollution_path: str) -> None:
     """Never pickles: the raw column content is JSON a human (or another tool) can read."""
     entered = enter(hub, pollution_path, methods=["dt"], budget=1)
-    Worker(hub).run()
+    Driver(hub).run()
     with hub.engine.connect() as connection:
         raw = connection.execute(
             text("SELECT categoricals, tunables, constants FROM hyperpartitions")
@@ -375,7 +375,8 @@ def test_create_dataruns_refuses_an_empty_group_and_writes_nothing(
     entered = enter(hub, pollution_path, methods=["gnb"])
     specs = enumerate_hyperpartitions(load_method("gnb"))
     with pytest.raises(ValueError, match="at least one hyperpartition"):
-        hub.create_dataruns(entered.info, DatarunOptions(budget=3), [specs, []])
+        options = validate_options(DatarunRequest(pollution_path, budget=3))[0]
+        hub.create_dataruns(entered.info, options, [specs, []])
     assert len(hub.dataruns()) == 1
 
 
@@ -479,7 +480,7 @@ def test_walltime_progress_counts_minutes_since_the_start(
 def test_load_model_predicts_and_refuses_tampering(hub: ModelHub, pollution_path: str) -> None:
     """The stored model predicts; a changed file is refused (sha256), a missing one not found."""
     datarun_id = enter(hub, pollution_path, methods=["dt"], budget=2).dataruns[0].id
-    Worker(hub).run()
+    Driver(hub).run()
     best = hub.best_classifier(datarun_id)
     frame = pd.read_csv(pollution_path)
     model = hub.load_model(best.id)

@@ -285,9 +285,9 @@ def test_tampered_model_on_s3_is_refused(s3_hub: ModelHub, pollution_path: str) 
     datarun_id = (
         enter_data(s3_hub, DatarunRequest(pollution_path, methods=["dt"], budget=1)).dataruns[0].id
     )
-    from atm_core.worker import Worker
+    from atm_core.driver import Driver
 
-    Worker(s3_hub).run()
+    Driver(s3_hub).run()
     [classifier] = s3_hub.classifiers(datarun_id)
     assert classifier.status == ClassifierStatus.COMPLETE
     assert classifier.model_location.startswith("s3://")
@@ -308,9 +308,9 @@ def test_dataset_read_from_s3(s3_hub: ModelHub, s3_server: MotoS3, iris_path: st
         s3_hub, DatarunRequest(f"s3://{bucket}/data/iris.csv", methods=["knn"], budget=2)
     )
     assert entered.info.n_examples == 150 and entered.info.k_classes == 3
-    from atm_core.worker import Worker
+    from atm_core.driver import Driver
 
-    Worker(s3_hub).run()
+    Driver(s3_hub).run()
     assert statuses(s3_hub, entered.dataruns[0].id) == {"complete": 2}
 
 

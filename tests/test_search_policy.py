@@ -24,12 +24,15 @@ from atm_core.dataruns import (
     DatarunRequest,
     enter_data,
 )
+from atm_core.driver import Driver
 from atm_core.errors import ConfigError
 from atm_core.isolation import ChildFailed, TimeLimitExceeded, fit_threads, run_isolated
 from atm_core.modelhub import ModelHub
+from atm_core.modelhub.history import search_state
 from atm_core.modelhub.models import ClassifierStatus, DatarunStatus, utcnow
+from atm_core.reporting import Reporter
 from atm_core.search.proposal import propose
-from atm_core.worker import Reporter, Worker, classifier_time_limit
+from atm_core.training import classifier_time_limit
 
 SLOW_METHOD = textwrap.dedent(
     """
@@ -216,7 +219,7 @@ def test_a_fit_over_the_time_limit_is_errored_and_the_worker_goes_on(
         .dataruns[0]
         .id
     )
-    Worker(sqlite_hub).run()
+    Driver(sqlite_hub).run()
     rows = sqlite_hub.classifiers(datarun_id)
     assert len(rows) == 3
     partitions = {hp.id: hp.method for hp in sqlite_hub.hyperpartitions(datarun_id)}
@@ -264,7 +267,7 @@ def test_walltime_datarun_ends_on_time(
         .dataruns[0]
         .id
     )
-    Worker(sqlite_hub).run()
+    Driver(sqlite_hub).run()
     datarun = sqlite_hub.get_datarun(datarun_id)
     assert datarun.status == DatarunStatus.COMPLETE
     assert datarun.end_time <= datarun.deadline + timedelta(seconds=10)
@@ -287,7 +290,7 @@ def test_warm_start_tries_each_method_default_first(sqlite_hub: ModelHub, iris_p
     entered = enter_data(
         sqlite_hub, DatarunRequest(iris_path, methods=["hgb", "logreg", "knn"], budget=3)
     )
-    Worker(sqlite_hub).run()
+    Driver(sqlite_hub).run()
     rows = sqlite_hub.classifiers(entered.dataruns[0].id)
     partitions = {hp.id: hp for hp in sqlite_hub.hyperpartitions(entered.dataruns[0].id)}
     assert [partitions[r.hyperpartition_id].method for r in rows] == ["hgb", "logreg", "knn"]
@@ -317,9 +320,9 @@ def test_without_warm_start_the_selector_decides(sqlite_hub: ModelHub, iris_path
             ),
         )
         datarun_id = entered.dataruns[0].id
-        partitions = sqlite_hub.search_history(datarun_id)
-        config = sqlite_hub.search_config(sqlite_hub.get_datarun(datarun_id))
-        chosen = propose(partitions, config).proposal.hyperpartition_id
+        state = search_state(sqlite_hub, sqlite_hub.get_datarun(datarun_id))
+        partitions = state.partitions
+        chosen = propose(partitions, state.config).proposal.hyperpartition_id
         return {p.id: p.spec.method for p in partitions}[chosen]
 
     assert first_method(warm_start=True) == "hgb"  # the portfolio's first method
@@ -343,7 +346,7 @@ def test_cv_folds_by_size_and_on_request(sqlite_hub: ModelHub, iris_path: str) -
     entered = enter_data(
         sqlite_hub, DatarunRequest(iris_path, methods=["dt"], budget=1, cv_folds=3)
     )
-    Worker(sqlite_hub).run()
+    Driver(sqlite_hub).run()
     [row] = sqlite_hub.classifiers(entered.dataruns[0].id)
     metrics = sqlite_hub.load_metrics(row.id)
     assert (metrics["split"] == "cv").sum() == 3
@@ -357,7 +360,7 @@ def test_large_data_is_judged_on_a_holdout(sqlite_hub: ModelHub, iris_path: str)
     entered = enter_data(
         sqlite_hub, DatarunRequest(iris_path, methods=["dt"], budget=1, cv_folds=0)
     )
-    Worker(sqlite_hub).run()
+    Driver(sqlite_hub).run()
     [row] = sqlite_hub.classifiers(entered.dataruns[0].id)
     metrics = sqlite_hub.load_metrics(row.id)
     assert list(metrics["split"]) == ["cv", "test"]

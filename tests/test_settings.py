@@ -251,7 +251,7 @@ def test_settings_are_values_a_process_can_key_on_and_ship() -> None:
 def test_a_worker_imports_no_settings_library() -> None:
     """Every worker process loads its settings: pydantic-settings cost each one 10 MB."""
     code = (
-        "import sys; import atm_core.cli, atm_core.worker; "
+        "import sys; import atm_core.cli, atm_core.driver; "
         "atm_core.settings.load_settings(); print('pydantic' in sys.modules)"
     )
     assert run_python(code).strip() == "False"

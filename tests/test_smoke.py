@@ -3,14 +3,14 @@
 import pandas as pd
 
 from atm_core.dataruns import DatarunRequest, enter_data
+from atm_core.driver import Driver
 from atm_core.modelhub.models import ClassifierStatus, DatarunStatus
-from atm_core.worker import Worker
 
 
 def test_datarun_end_to_end(hub, pollution_path):
     entered = enter_data(hub, DatarunRequest(pollution_path, methods=["logreg", "dt"], budget=6))
     datarun_id = entered.dataruns[0].id
-    Worker(hub).run()
+    Driver(hub).run()
     classifiers = hub.classifiers(datarun_id)
     assert len(classifiers) == 6
     assert all(c.status == ClassifierStatus.COMPLETE for c in classifiers)

@@ -21,8 +21,9 @@ from sqlalchemy import update
 from atm_core import cli
 from atm_core.artifacts import ArtifactStoreError
 from atm_core.dataruns import DatarunRequest, enter_data
+from atm_core.driver import Driver, next_claim
 from atm_core.modelhub import ModelHub
-from atm_core.modelhub.hub import hyperpartition_spec
+from atm_core.modelhub.history import hyperpartition_spec
 from atm_core.modelhub.models import (
     Classifier,
     ClassifierStatus,
@@ -32,7 +33,8 @@ from atm_core.modelhub.models import (
     HyperpartitionStatus,
     utcnow,
 )
-from atm_core.worker import DataCache, Reporter, Worker, next_claim, train_classifier
+from atm_core.reporting import Reporter
+from atm_core.training import DataCache, train_classifier
 from tests.conftest import make_settings
 
 ATM_BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "atm"
@@ -170,7 +172,7 @@ def test_budget_of_n_yields_n_stored_classifiers(sqlite_hub: ModelHub, pollution
     """Every classifier is chosen within its partition, trained, scored and stored."""
     datarun_id = enter(sqlite_hub, pollution_path, methods=["logreg", "dt", "knn"], budget=4)
     recorder = Recorder()
-    Worker(sqlite_hub, reporter=recorder).run()
+    Driver(sqlite_hub, reporter=recorder).run()
 
     classifiers = sqlite_hub.classifiers(datarun_id)
     assert [c.status for c in classifiers] == [ClassifierStatus.COMPLETE] * 4
@@ -211,7 +213,7 @@ def test_partition_without_tunables_gives_one_classifier(
     """gnb: one configuration, then gridding_done and the datarun completes (budget unused)."""
     datarun_id = enter(sqlite_hub, pollution_path, methods=["gnb"], budget=10)
     recorder = Recorder()
-    Worker(sqlite_hub, reporter=recorder).run()
+    Driver(sqlite_hub, reporter=recorder).run()
     assert statuses(sqlite_hub, datarun_id) == ["complete"]
     assert [hp.status for hp in sqlite_hub.hyperpartitions(datarun_id)] == [
         HyperpartitionStatus.GRIDDING_DONE
@@ -222,7 +224,7 @@ def test_partition_without_tunables_gives_one_classifier(
 
 def test_no_dataruns_returns_at_once(sqlite_hub: ModelHub) -> None:
     recorder = Recorder()
-    Worker(sqlite_hub, reporter=recorder).run()
+    Driver(sqlite_hub, reporter=recorder).run()
     assert recorder.events == [("none",)]
 
 
@@ -234,7 +236,7 @@ def test_failing_fit_is_recorded_and_the_worker_moves_on(
     failing = custom_method(tmp_path, monkeypatch, "fails")
     datarun_id = enter(sqlite_hub, pollution_path, methods=[failing, "gnb"], budget=20)
     recorder = Recorder()
-    Worker(sqlite_hub, reporter=recorder).run()
+    Driver(sqlite_hub, reporter=recorder).run()
 
     by_method = {hp.id: hp for hp in sqlite_hub.hyperpartitions(datarun_id)}
     classifiers = sqlite_hub.classifiers(datarun_id)
@@ -268,7 +270,7 @@ def test_values_the_estimator_rejects_are_errors_too(
     path = tmp_path / "bad_tree.json"
     path.write_text(json.dumps(method))
     datarun_id = enter(sqlite_hub, pollution_path, methods=[str(path)], budget=10)
-    Worker(sqlite_hub).run()
+    Driver(sqlite_hub).run()
     classifiers = sqlite_hub.classifiers(datarun_id)
     assert [c.status for c in classifiers] == [ClassifierStatus.ERRORED] * 4
     assert all("max_depth" in c.error_message for c in classifiers)
@@ -290,7 +292,7 @@ def test_artifact_store_failure_is_an_error_not_a_success(
     try:
         datarun_id = enter(hub, pollution_path, methods=["gnb"], budget=1)
         with pytest.raises(ArtifactStoreError):
-            Worker(hub).run()
+            Driver(hub).run()
         [classifier] = hub.classifiers(datarun_id)
         assert classifier.status == ClassifierStatus.ERRORED
         assert classifier.error_kind == ErrorKind.INFRASTRUCTURE
@@ -305,7 +307,7 @@ def test_highest_priority_datarun_first(sqlite_hub: ModelHub, pollution_path: st
     low = enter(sqlite_hub, pollution_path, methods=["dt"], budget=2, priority=1)
     high = enter(sqlite_hub, pollution_path, methods=["dt"], budget=2, priority=3)
     recorder = Recorder()
-    Worker(sqlite_hub, reporter=recorder).run()
+    Driver(sqlite_hub, reporter=recorder).run()
     high_ids = [c.id for c in sqlite_hub.classifiers(high)]
     low_ids = [c.id for c in sqlite_hub.classifiers(low)]
     assert len(high_ids) == len(low_ids) == 2
@@ -317,7 +319,7 @@ def test_highest_priority_datarun_first(sqlite_hub: ModelHub, pollution_path: st
 def test_worker_limited_to_given_dataruns(sqlite_hub: ModelHub, pollution_path: str) -> None:
     first = enter(sqlite_hub, pollution_path, methods=["dt"], budget=2, priority=9)
     second = enter(sqlite_hub, pollution_path, methods=["dt"], budget=2)
-    Worker(sqlite_hub, datarun_ids=[second]).run()
+    Driver(sqlite_hub, datarun_ids=[second]).run()
     assert sqlite_hub.classifiers(first) == []
     assert sqlite_hub.get_datarun(first).status == DatarunStatus.PENDING
     assert statuses(sqlite_hub, second) == ["complete"] * 2
@@ -333,7 +335,7 @@ def test_walltime_budget_stops_starting_classifiers(
     end = started + timedelta(minutes=2)
     set_datarun(sqlite_hub, datarun_id, status=DatarunStatus.RUNNING, start_time=started)
     recorder = Recorder()
-    Worker(sqlite_hub, reporter=recorder).run()
+    Driver(sqlite_hub, reporter=recorder).run()
     classifiers = sqlite_hub.classifiers(datarun_id)
     assert any(c.status == ClassifierStatus.COMPLETE for c in classifiers)
     assert all(c.start_time < end for c in classifiers)
@@ -352,7 +354,7 @@ def test_deadline_stops_the_datarun(sqlite_hub: ModelHub, pollution_path: str) -
     deadline = utcnow() + timedelta(seconds=8)  # moved closer, so the test stays short
     set_datarun(sqlite_hub, datarun_id, deadline=deadline)
     recorder = Recorder()
-    Worker(sqlite_hub, reporter=recorder).run()
+    Driver(sqlite_hub, reporter=recorder).run()
     classifiers = sqlite_hub.classifiers(datarun_id)
     assert 0 < len(classifiers) < 1000
     assert all(c.start_time < deadline for c in classifiers)
@@ -365,7 +367,7 @@ def test_total_time_stops_the_worker_not_the_datarun(
 ) -> None:
     datarun_id = enter(sqlite_hub, pollution_path, methods=["dt"], budget=1000)
     began = time.monotonic()
-    Worker(sqlite_hub, total_time=0.1).run()  # 6 seconds
+    Driver(sqlite_hub, total_time=0.1).run()  # 6 seconds
     assert time.monotonic() - began < 60  # stopped long before its 1,000 classifiers
     count = len(sqlite_hub.classifiers(datarun_id))
     assert 0 < count < 1000
@@ -391,7 +393,7 @@ def test_ctrl_c_releases_the_classifier_and_a_restart_continues(
     assert sqlite_hub.classifiers(datarun_id) == []  # released: no running row, budget intact
     assert not (tmp_path / "interrupt.flag").exists()
 
-    Worker(sqlite_hub).run()
+    Driver(sqlite_hub).run()
     assert statuses(sqlite_hub, datarun_id) == ["complete"] * 3
     assert sqlite_hub.get_datarun(datarun_id).status == DatarunStatus.COMPLETE
 
@@ -403,7 +405,7 @@ def test_in_process_interrupt_propagates_after_release(
     datarun_id = enter(sqlite_hub, pollution_path, methods=[method], budget=2)
     (tmp_path / "interrupt.flag").touch()
     with pytest.raises(KeyboardInterrupt):
-        Worker(sqlite_hub).run()
+        Driver(sqlite_hub).run()
     assert sqlite_hub.classifiers(datarun_id) == []
 
 
@@ -418,7 +420,7 @@ def test_expired_lease_is_rerun_by_the_next_worker(
         values = hub.get_classifier(dead.classifier_id).hyperparameters_values
         time.sleep(0.6)
         recorder = Recorder()
-        Worker(hub, reporter=recorder).run()
+        Driver(hub, reporter=recorder).run()
         classifiers = hub.classifiers(datarun_id)
         assert [c.status for c in classifiers] == [ClassifierStatus.COMPLETE] * 3
         rerun = hub.get_classifier(dead.classifier_id)
@@ -441,7 +443,7 @@ def test_classifier_lost_too_often_is_recorded_errored(
             .where(Classifier.id == dead.classifier_id)
             .values(attempts=2, lease_expires_at=utcnow() - timedelta(seconds=1))
         )
-    Worker(sqlite_hub).run()
+    Driver(sqlite_hub).run()
     lost = sqlite_hub.get_classifier(dead.classifier_id)
     assert lost.status == ClassifierStatus.ERRORED
     assert lost.error_message.startswith("worker lost")
@@ -476,7 +478,7 @@ def test_heartbeat_keeps_a_long_fit_alive(
         thief.start()
         try:
             began = time.monotonic()
-            Worker(hub).run()
+            Driver(hub).run()
             elapsed = time.monotonic() - began
         finally:
             done.set()
@@ -537,7 +539,7 @@ def test_sigkilled_worker_is_reclaimed(
 
     survivor = ModelHub(settings=make_settings(sqlite_hub.settings.database_url, tmp_path))
     try:
-        Worker(survivor).run()
+        Driver(survivor).run()
     finally:
         survivor.close()
     classifiers = sqlite_hub.classifiers(datarun_id)
@@ -557,7 +559,7 @@ def test_worker_threads_share_a_datarun(
     def work(recorder: Recorder) -> None:
         hub = ModelHub(settings=make_settings(sqlite_hub.settings.database_url, tmp_path))
         try:
-            Worker(hub, reporter=recorder).run()
+            Driver(hub, reporter=recorder).run()
         except BaseException as exc:  # asserted below
             errors.append(exc)
         finally:

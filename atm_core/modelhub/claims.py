@@ -138,6 +138,7 @@ def reserve(
     classifier = Classifier(
         datarun_id=datarun_id,
         hyperpartition_id=hyperpartition_id,
+        method=partition.method,
         host=host,
         hyperparameters_values=values,
         config_key=key,

@@ -1,4 +1,10 @@
-"""Engines for every supported dialect and the schema migrations that run when a hub opens.
+"""Engines for every supported dialect, and the schema: checked when a hub opens, migrated on
+purpose.
+
+Opening a hub reads its schema revision (one query; alembic is not imported). A new, empty
+database gets the schema, and so does an embedded SQLite file that is behind. A shared database
+(MySQL/MariaDB, PostgreSQL) that is behind is refused with a pointer to ``atm db upgrade``:
+upgrading it while workers of an older ATM run against it is the operator's decision.
 
 SQLite runs in WAL mode with a busy timeout, and every transaction starts with ``BEGIN
 IMMEDIATE``: writers queue for the lock instead of failing with "database is locked" when two
@@ -25,7 +31,7 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # The newest revision in migrations/versions (a test holds the two equal): a hub already on it
 # opens without importing alembic, 10 MB and 60 ms of every worker's start.
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
 SQLITE_BUSY_TIMEOUT_MS = 120_000
 _DRIVERS = {
     "mysql": "mysql+mysqldb",
@@ -120,11 +126,40 @@ def current_revision(connection: Connection) -> str | None:
     return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
-def ensure_schema(engine: Engine) -> None:
-    """Upgrade the ModelHub to the newest schema; concurrent openers wait for one another."""
+def open_schema(engine: Engine) -> None:
+    """Make sure the hub's schema is the one this ATM writes (see the module docstring)."""
     with engine.connect() as connection:
-        if current_revision(connection) == SCHEMA_HEAD:
-            return
+        current = current_revision(connection)
+        empty = current is None and not inspect(connection).get_table_names()
+    if current == SCHEMA_HEAD:
+        return
+    if current is not None and _newer(current):
+        raise ConfigError(_newer_message(current))
+    if empty or engine.dialect.name == "sqlite":
+        upgrade_schema(engine)
+        return
+    raise ConfigError(
+        f"the ModelHub at {engine.url.render_as_string(hide_password=True)} has schema revision "
+        f"{current}, this ATM needs {SCHEMA_HEAD}: stop its workers, then run `atm db upgrade`"
+    )
+
+
+def _newer(revision: str) -> bool:
+    return revision.isdigit() and int(revision) > int(SCHEMA_HEAD)
+
+
+def _newer_message(revision: str) -> str:
+    return (
+        f"the ModelHub has schema revision {revision}, newer than this version of ATM knows; "
+        "upgrade ATM"
+    )
+
+
+def upgrade_schema(engine: Engine) -> str | None:
+    """Upgrade the ModelHub to the newest schema; concurrent upgraders wait for one another.
+
+    Returns the revision it started from (None for a new database).
+    """
     from alembic import command
     from alembic.script import ScriptDirectory
 
@@ -139,19 +174,17 @@ def ensure_schema(engine: Engine) -> None:
                     connection.execute(text("SELECT pg_advisory_xact_lock(7206101)"))
                 current = current_revision(connection)
                 if current == SCHEMA_HEAD:
-                    return
+                    return current
                 known = {
                     rev.revision
                     for rev in ScriptDirectory.from_config(_alembic_config()).walk_revisions()
                 }
                 if current is not None and current not in known:
-                    raise ConfigError(
-                        f"the ModelHub has schema revision {current}, newer than this version of "
-                        "ATM knows; upgrade ATM"
-                    )
+                    raise ConfigError(_newer_message(current))
                 config = _alembic_config()
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
+                return current
         finally:
             if dialect in ("mysql", "mariadb"):
                 connection.execute(text("SELECT RELEASE_LOCK('atm_schema_migration')"))

@@ -179,6 +179,7 @@ class Classifier(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     datarun_id: Mapped[int] = mapped_column(ForeignKey("dataruns.id"))
     hyperpartition_id: Mapped[int] = mapped_column(ForeignKey("hyperpartitions.id"), index=True)
+    method: Mapped[str | None] = mapped_column(String(500))  # its hyperpartition's method
     host: Mapped[str | None] = mapped_column(String(255))
     model_location: Mapped[str | None] = mapped_column(String(1000))
     model_sha256: Mapped[str | None] = mapped_column(String(64))

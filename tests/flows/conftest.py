@@ -12,6 +12,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,9 +46,14 @@ def fast_polling(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ATM_LEASE_SECONDS", "60")  # above the longest retry delay (30 s)
 
 
-def locations(hub: ModelHub) -> dict[str, str]:
-    """The flow parameters that point a flow run at ``hub`` (e.g. the ``sqlite_hub`` fixture)."""
-    return {"database_url": hub.settings.database_url, "artifact_root": hub.settings.artifact_root}
+@pytest.fixture(autouse=True)
+def flows_use_the_test_hub(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flows read the ModelHub's location from ``ATM_*`` settings (never from parameters): a
+    test with the ``sqlite_hub`` fixture points its flow runs at that hub."""
+    if "sqlite_hub" in request.fixturenames:
+        hub: ModelHub = request.getfixturevalue("sqlite_hub")
+        monkeypatch.setenv("ATM_DATABASE_URL", hub.settings.database_url)
+        monkeypatch.setenv("ATM_ARTIFACT_ROOT", hub.settings.artifact_root)
 
 
 def free_port() -> int:
@@ -73,12 +79,17 @@ class FlakyFileSystem(LocalFileSystem):
 
     ``fail(n, where)`` makes the next ``n`` writes whose path contains ``where`` raise
     ConnectionError: the fault a lost object store raises, before anything is written.
+    ``outage(trigger, seconds)``: the first write whose path contains ``trigger`` starts an
+    outage of ``seconds`` during which every write and delete fails (that write included).
     """
 
     protocol = (FLAKY,)
     _lock = threading.Lock()
     _remaining = 0
     _where = ""
+    _trigger: str | None = None
+    _outage_seconds = 0.0
+    _outage_until = 0.0
     injected = 0
 
     def __init__(self, **kwargs: Any) -> None:
@@ -88,14 +99,34 @@ class FlakyFileSystem(LocalFileSystem):
     def fail(cls, times: int, where: str = "") -> None:
         with cls._lock:
             cls._remaining, cls._where, cls.injected = times, where, 0
+            cls._trigger, cls._outage_until = None, 0.0
+
+    @classmethod
+    def outage(cls, trigger: str, seconds: float) -> None:
+        with cls._lock:
+            cls._trigger, cls._outage_seconds, cls.injected = trigger, seconds, 0
+
+    @classmethod
+    def _fault(cls, path: str, what: str) -> None:
+        with cls._lock:
+            now = time.monotonic()
+            if cls._trigger is not None and what == "writing" and cls._trigger in path:
+                cls._trigger, cls._outage_until = None, now + cls._outage_seconds
+            if now < cls._outage_until:
+                cls.injected += 1
+                raise ConnectionError(f"injected outage {what} {path}")
+            if what == "writing" and cls._remaining > 0 and cls._where in path:
+                cls._remaining -= 1
+                cls.injected += 1
+                raise ConnectionError(f"injected fault writing {path}")
 
     def pipe_file(self, path: str, value: bytes, *args: Any, **kwargs: Any) -> None:
-        with FlakyFileSystem._lock:
-            if FlakyFileSystem._remaining > 0 and FlakyFileSystem._where in path:
-                FlakyFileSystem._remaining -= 1
-                FlakyFileSystem.injected += 1
-                raise ConnectionError(f"injected fault writing {path}")
+        FlakyFileSystem._fault(path, "writing")
         super().pipe_file(path, value, *args, **kwargs)
+
+    def rm(self, path: Any, *args: Any, **kwargs: Any) -> None:
+        FlakyFileSystem._fault(str(path), "deleting")
+        super().rm(path, *args, **kwargs)
 
 
 @pytest.fixture

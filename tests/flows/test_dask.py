@@ -11,7 +11,6 @@ from prefect_dask import DaskTaskRunner
 
 from atm_core.modelhub.models import ClassifierStatus, DatarunStatus
 from flows.datarun import datarun
-from tests.flows.conftest import locations
 
 
 @pytest.fixture
@@ -34,7 +33,7 @@ def hubs_opened_by_workers(client: Client) -> dict[str, int]:
 def test_classifier_tasks_run_on_a_dask_cluster(cluster, sqlite_hub, pollution_path):
     runner = DaskTaskRunner(address=cluster.scheduler_address)
     summary = datarun.with_options(task_runner=runner)(
-        train_path=pollution_path, methods=["dt"], budget=6, n_parallel=2, **locations(sqlite_hub)
+        train_path=pollution_path, methods=["dt"], budget=6, n_parallel=2
     )
     classifiers = sqlite_hub.classifiers(summary["datarun_id"])
     assert len(classifiers) == 6

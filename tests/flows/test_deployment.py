@@ -30,6 +30,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from atm_core import options
 from tests.flows.conftest import BIN, REPO, free_port, subprocess_env
 
 BUDGET = 5
@@ -126,7 +127,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     assert started.server is None or started.server.poll() is not None
 
 
-async def read_back(datarun_id: int) -> tuple[list, list, object]:
+async def read_back(datarun_id: int) -> tuple[list, list, object, object]:
     """Through the API: the datarun deployment's flow runs, its leaderboard, the nightly."""
     async with get_client() as client:
         deployment = await client.read_deployment_by_name("atm/datarun")
@@ -139,7 +140,7 @@ async def read_back(datarun_id: int) -> tuple[list, list, object]:
             )
         )
         nightly = await client.read_deployment_by_name("atm/nightly")
-    return runs, board, nightly
+    return runs, board, nightly, deployment
 
 
 def test_datarun_deployment_runs_on_a_process_worker(stack: Stack, pollution_path: str):
@@ -183,11 +184,19 @@ def test_datarun_deployment_runs_on_a_process_worker(stack: Stack, pollution_pat
     assert list((stack.folder / "artifacts").rglob("model.pkl"))
 
     with temporary_settings(updates={PREFECT_API_URL: stack.api_url}):
-        runs, board, nightly = asyncio.run(read_back(dataruns[0][0]))
+        runs, board, nightly, deployment = asyncio.run(read_back(dataruns[0][0]))
     assert [r.state.type.value for r in runs] == ["COMPLETED"]
     assert runs[0].parameters["budget"] == BUDGET
     assert [a.type for a in board] == ["table"]
-    assert json.loads(board[0].data)[0]["rank"] == 1
+    assert json.loads(board[0].data)[0]["rank"] == "1"
+    # the watch ends with the flow's result line, after the classifiers' lines
+    assert f"datarun {dataruns[0][0]} is complete; best f1 " in run.stdout, run.stdout
+    # the run form shows every datarun option with its default and help (from one spec)
+    schema = deployment.parameter_openapi_schema["properties"]
+    for item in options.spec():
+        assert schema[item.name].get("default") == item.default, item.name
+        assert schema[item.name]["description"] == item.metadata["help"], item.name
+    assert "database_url" not in schema and "artifact_root" not in schema
     assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
     assert nightly.schedules[0].schedule.timezone == "UTC" and nightly.schedules[0].active
     assert nightly.parameters == {"plan": "flows/nightly.yaml"}

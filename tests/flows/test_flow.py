@@ -4,6 +4,7 @@ flow run, bad input, several flow runs on one datarun, and the nightly plan."""
 from __future__ import annotations
 
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -13,12 +14,13 @@ import pandas as pd
 import pytest
 
 from atm_core.dataruns import DatarunRequest, enter_data
+from atm_core.driver import next_claim
 from atm_core.errors import ATMError
 from atm_core.modelhub.models import ClassifierStatus, DatarunStatus
-from atm_core.worker import DataCache, next_claim, train_classifier
+from atm_core.training import DataCache, train_classifier
 from flows.datarun import datarun
 from flows.nightly import nightly
-from tests.flows.conftest import locations, read_artifacts, task_runs
+from tests.flows.conftest import read_artifacts, task_runs
 
 
 def test_datarun_returns_the_best_model_and_shows_it_in_the_ui(sqlite_hub, pollution_path):
@@ -28,7 +30,6 @@ def test_datarun_returns_the_best_model_and_shows_it_in_the_ui(sqlite_hub, pollu
         budget=4,
         n_parallel=2,
         return_state=True,
-        **locations(sqlite_hub),
     )
     assert state.is_completed()
     summary = state.result()
@@ -49,8 +50,14 @@ def test_datarun_returns_the_best_model_and_shows_it_in_the_ui(sqlite_hub, pollu
     board = read_artifacts(f"atm-datarun-{datarun_id}-leaderboard", flow_run_id)
     assert [a.type for a in board] == ["table"]
     rows = json.loads(board[-1].data)
-    assert rows[0]["classifier_id"] == best.id and rows[0]["rank"] == 1
+    assert rows[0]["classifier"] == str(best.id) and rows[0]["rank"] == "1"
     assert len(rows) == summary["classifiers"].get("complete")
+    # the table a person reads: 4 decimals, the ranking score then the test score, no column
+    # repeating another (the judgment is the CV mean here)
+    assert list(rows[0])[:5] == ["rank", "classifier", "method", "f1 (cv)", "test"]
+    assert rows[0]["f1 (cv)"] == f"{best.cv_judgment_metric:.4f}"
+    assert rows[0]["test"] == f"{best.test_judgment_metric:.4f}"
+    assert "cv mean" not in rows[0]
     best_model = read_artifacts(f"atm-datarun-{datarun_id}-best-model", flow_run_id)
     assert best_model[-1].type == "markdown"
     assert f"classifier {best.id}" in best_model[-1].data
@@ -74,7 +81,6 @@ def test_a_retried_flow_run_continues_its_datarun(sqlite_hub, pollution_path):
         methods=["dt"],
         budget=3,
         run_key="nightly-2030-01-01",
-        **locations(sqlite_hub),
     )
     assert summary["datarun_id"] == datarun_id
     again = datarun(
@@ -82,7 +88,6 @@ def test_a_retried_flow_run_continues_its_datarun(sqlite_hub, pollution_path):
         methods=["dt"],
         budget=3,
         run_key="nightly-2030-01-01",
-        **locations(sqlite_hub),
     )
     assert again["datarun_id"] == datarun_id and again["completed_now"] is False
     assert [d.id for d in sqlite_hub.dataruns()] == [datarun_id]
@@ -91,24 +96,40 @@ def test_a_retried_flow_run_continues_its_datarun(sqlite_hub, pollution_path):
 
 
 @pytest.mark.parametrize(
-    ("change", "message"),
+    ("change", "message", "ingested"),
     [
-        ({"train_path": "no/such/file.csv"}, "no/such/file.csv"),
-        ({"methods": ["dt", "nope"]}, "nope"),
+        ({"train_path": "no/such/file.csv"}, "data file not found: no/such/file.csv", 1),
+        (
+            {"methods": ["dt", "nope"], "budget": 0, "selector": "best"},
+            "budget must be at least 1.*; unknown method 'nope'.*; unknown selector 'best'",
+            0,
+        ),
     ],
-    ids=["missing-file", "unknown-method"],
+    ids=["missing-file", "three-bad-options"],
 )
-def test_bad_input_fails_the_flow_and_writes_nothing(sqlite_hub, pollution_path, change, message):
+def test_bad_input_fails_the_flow_in_one_line_and_writes_nothing(
+    sqlite_hub, pollution_path, change, message, ingested
+):
+    """Options are checked before any task runs, every problem in one line; the data is read
+    once (a missing file is not retried)."""
     parameters = {"train_path": pollution_path, "methods": ["dt"], "budget": 2, **change}
-    state = datarun(**parameters, return_state=True, **locations(sqlite_hub))
+    state = datarun(**parameters, return_state=True)
     assert state.is_failed()
+    assert re.search(message, state.message) and "\n" not in state.message
     with pytest.raises(ATMError, match=message):
         state.result()
     assert sqlite_hub.datasets() == [] and sqlite_hub.dataruns() == []
     runs = task_runs(state.state_details.flow_run_id)
     ingest = [run for name, (run, _) in runs.items() if name.startswith("ingest")]
-    assert [run.run_count for run in ingest] == [1], "bad input must not be retried"
+    assert [run.run_count for run in ingest] == [1] * ingested, "bad input must not be retried"
     assert not any(name.startswith("classifier") for name in runs)
+
+
+def test_an_unknown_datarun_id_fails_the_flow_in_one_line(sqlite_hub):
+    state = datarun(datarun_id=9999, return_state=True)
+    assert state.is_failed()
+    assert state.message == "no datarun with id 9999 in the ModelHub"
+    assert task_runs(state.state_details.flow_run_id) == {}
 
 
 def test_two_flow_runs_on_one_datarun_spend_exactly_the_budget(sqlite_hub, pollution_path):
@@ -116,7 +137,7 @@ def test_two_flow_runs_on_one_datarun_spend_exactly_the_budget(sqlite_hub, pollu
     datarun_id = entered.dataruns[0].id
 
     def run() -> dict:
-        return datarun(datarun_id=datarun_id, n_parallel=2, **locations(sqlite_hub))
+        return datarun(datarun_id=datarun_id, n_parallel=2)
 
     with ThreadPoolExecutor(2) as pool:
         summaries = [future.result() for future in [pool.submit(run), pool.submit(run)]]
@@ -146,7 +167,7 @@ def test_nightly_runs_every_entry_of_its_plan(sqlite_hub, pollution_path, iris_p
         f"    budget: 3\n"
         f"    deadline: 2099-01-01 00:00:00\n"
     )
-    summaries = nightly(plan=str(plan), **locations(sqlite_hub))
+    summaries = nightly(plan=str(plan))
     assert [s["dataset"] for s in summaries] == ["pollution_1", "iris"]
     assert [s["metric"] for s in summaries] == ["f1", "f1_macro"]
     dataruns = sqlite_hub.dataruns()
@@ -160,7 +181,7 @@ def test_nightly_refuses_an_option_the_flow_cannot_honour(sqlite_hub, pollution_
     plan = tmp_path / "plan.yaml"
     plan.write_text(f"dataruns:\n  - train_path: {pollution_path}\n    run_per_partition: true\n")
     with pytest.raises(ATMError, match=r"dataruns\[0\]\.run_per_partition is not supported"):
-        nightly(plan=str(plan), **locations(sqlite_hub))
+        nightly(plan=str(plan))
     assert sqlite_hub.dataruns() == []
 
 
@@ -176,7 +197,7 @@ def test_a_failing_nightly_entry_does_not_stop_the_others(
         f"    methods: [knn]\n"
         f"    budget: 2\n"
     )
-    state = nightly(plan=str(plan), **locations(sqlite_hub), return_state=True)
+    state = nightly(plan=str(plan), return_state=True)
     assert state.is_failed()
     assert "1 of 2 nightly dataruns failed" in state.message
     assert "gone.csv" in state.message
@@ -206,7 +227,7 @@ def test_the_progress_bar_is_updated_at_most_once_a_second_unless_forced(
         seen = []
         progress.update()
         seen.append(read_artifacts(key, UUID(flow_run.id))[-1].description)
-        train_classifier(sqlite_hub, next_claim(sqlite_hub, datarun_id), DataCache())
+        next_claim(sqlite_hub, datarun_id)  # a reserved classifier counts against the budget
         progress.update()  # within the second: skipped
         seen.append(read_artifacts(key, UUID(flow_run.id))[-1].description)
         progress.update(force=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from prefect.states import StateType
 
 from atm_core.modelhub.models import ClassifierStatus, DatarunStatus
@@ -34,15 +35,15 @@ def expected_files(classifiers, summary) -> set[Path]:
 
 def run_on_flaky_store(sqlite_hub, pollution_path, budget: int, n_parallel: int = 1):
     root = Path(sqlite_hub.settings.artifact_root)
-    state = datarun(
-        train_path=pollution_path,
-        methods=["dt"],
-        budget=budget,
-        n_parallel=n_parallel,
-        database_url=sqlite_hub.settings.database_url,
-        artifact_root=f"{FLAKY}://{root}",
-        return_state=True,
-    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ATM_ARTIFACT_ROOT", f"{FLAKY}://{root}")
+        state = datarun(
+            train_path=pollution_path,
+            methods=["dt"],
+            budget=budget,
+            n_parallel=n_parallel,
+            return_state=True,
+        )
     assert state.is_completed(), state.message
     return state, state.result(), root
 

@@ -1,0 +1,336 @@
+"""The datarun driver: the one loop every front-end runs (``atm worker``, ``atm run``, the
+``atm/datarun`` deployment, ``ATM(...).run()``).
+
+It keeps up to ``n_parallel`` classifiers in flight, each proposed from the ModelHub's history
+and reserved there first (so budgets hold exactly across any number of drivers); waits while
+other drivers still train classifiers of its dataruns (and reclaims them when their leases
+expire); waits out a lost database or store with the configured patience; releases its claims
+when interrupted; records failed classifiers and removes their files; and completes each
+datarun exactly once, finalizing it (ensemble, leaderboard parquet) through its execution.
+
+*Where* classifiers train is an :class:`Execution`: in this process with a fit process for
+time limits (:class:`LocalExecution`), or as Prefect tasks (``flows/execution.py``), and so on
+any task runner Prefect has (threads, Dask).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from atm_core import results
+from atm_core.errors import NotFoundError
+from atm_core.evaluation import silence_fit_warnings
+from atm_core.memory import give_back
+from atm_core.modelhub.claims import Claim, DuplicateProposal
+from atm_core.modelhub.history import search_state
+from atm_core.modelhub.hub import ModelHub
+from atm_core.modelhub.models import BudgetType, Datarun, HyperpartitionStatus, utcnow
+from atm_core.reporting import ClassifierResult, Reporter
+from atm_core.search.proposal import propose
+from atm_core.training import (
+    INFRASTRUCTURE_ERRORS,
+    DataCache,
+    Stopwatch,
+    close_fit_process,
+    is_infrastructure_error,
+    record_failure,
+    train_classifier,
+)
+
+PROPOSAL_ATTEMPTS = 5
+MAX_OUTAGE_DELAY = 30.0  # seconds between checks of a lost database or store
+
+
+def next_claim(
+    hub: ModelHub, datarun: Datarun | int, clock: Stopwatch | None = None
+) -> Claim | None:
+    """Reclaim an expired classifier, or propose a new configuration and reserve it; None when
+    the datarun has nothing left to start.
+
+    ``clock`` (optional) gets laps "propose" (history, selector, tuner) and "reserve" (the
+    locked transaction: waiting for the datarun's lock included).
+    """
+    clock = clock or Stopwatch()
+    if isinstance(datarun, int):
+        datarun = hub.get_datarun(datarun)
+    claim = hub.reclaim_expired(datarun.id)
+    if claim is not None:
+        clock.lap("reserve")
+        return claim
+    for _ in range(PROPOSAL_ATTEMPTS):
+        state = search_state(hub, datarun)
+        if not state.has_budget:
+            return None
+        outcome = propose(state.partitions, state.config)
+        if outcome.exhausted:
+            hub.mark_exhausted(outcome.exhausted)
+        clock.lap("propose")
+        if outcome.proposal is None:
+            return None
+        try:
+            return hub.reserve(
+                datarun.id, outcome.proposal.hyperpartition_id, outcome.proposal.values
+            )
+        except DuplicateProposal:
+            continue
+        finally:
+            clock.lap("reserve")
+    return None
+
+
+class Execution(ABC):
+    """Where a driver's classifiers train and its completed dataruns are finalized."""
+
+    @abstractmethod
+    def submit(self, claim: Claim) -> Hashable:
+        """Start training the claimed classifier; a handle to wait for."""
+
+    @abstractmethod
+    def wait(self, handles: list[Hashable]) -> Hashable:
+        """Block until one of ``handles`` has finished; return it."""
+
+    @abstractmethod
+    def outcome(self, handle: Hashable) -> ClassifierResult:
+        """The finished classifier's result; raises what its training raised."""
+
+    @abstractmethod
+    def finalize(self, datarun_id: int) -> None:
+        """Choose and store a completed datarun's ensemble and leaderboard (idempotent)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release what the execution holds (processes, pools)."""
+
+
+class LocalExecution(Execution):
+    """Classifiers train one at a time in this process; each fit runs in the thread's fit
+    process, so that a time limit can stop it (``isolated=False``: in this process, no limit)."""
+
+    def __init__(self, hub: ModelHub, reporter: Reporter, isolated: bool = True) -> None:
+        self.hub = hub
+        self.reporter = reporter
+        self.isolated = isolated
+        self.cache = DataCache()
+
+    def submit(self, claim: Claim) -> Hashable:
+        future: concurrent.futures.Future[ClassifierResult] = concurrent.futures.Future()
+        try:
+            result = train_classifier(
+                self.hub, claim, self.cache, self.reporter, isolated=self.isolated
+            )
+        except Exception as exc:  # recorded by the driver; Ctrl+C propagates
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+        return future
+
+    def wait(self, handles: list[Hashable]) -> Hashable:
+        done, _ = concurrent.futures.wait(handles, return_when=concurrent.futures.FIRST_COMPLETED)
+        return next(iter(done))
+
+    def outcome(self, handle: Hashable) -> ClassifierResult:
+        return handle.result()  # type: ignore[attr-defined]
+
+    def finalize(self, datarun_id: int) -> None:
+        results.finalize(self.hub, datarun_id)
+
+    def close(self) -> None:
+        close_fit_process()
+
+
+@dataclass
+class Driver:
+    """Works on the highest-priority unfinished datarun (of ``datarun_ids``, or of all) until
+    none has work left, or ``total_time`` minutes are up (budgets stop dataruns; this stops
+    the driver)."""
+
+    hub: ModelHub
+    execution: Execution | None = None
+    datarun_ids: list[int] | None = None
+    n_parallel: int = 1
+    total_time: float | None = None
+    reporter: Reporter = field(default_factory=Reporter)
+    results: list[ClassifierResult] = field(default_factory=list)
+    completed: set[int] = field(default_factory=set)  # dataruns this driver completed
+    _in_flight: dict[Hashable, tuple[Claim, dict[str, float]]] = field(default_factory=dict)
+    _started: set[int] = field(default_factory=set)
+    _finalizing: set[int] = field(default_factory=set)
+    _leftovers: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.execution is None:
+            self.execution = LocalExecution(self.hub, self.reporter)
+        self.n_parallel = max(1, self.n_parallel)
+
+    def run(self) -> Driver:
+        """Drive until no datarun has work left; returns itself (``results``, ``completed``).
+
+        Unknown ``datarun_ids`` are refused before any work.
+        """
+        if self.datarun_ids:
+            missing = self.hub.missing_dataruns(self.datarun_ids)
+            if missing:
+                raise NotFoundError(
+                    f"no datarun with id {', '.join(map(str, missing))} in the ModelHub"
+                )
+        silence_fit_warnings()
+        stop_at = utcnow() + timedelta(minutes=self.total_time) if self.total_time else None
+        try:
+            while stop_at is None or utcnow() < stop_at or self._in_flight:
+                try:
+                    if not self._cycle(stopping=stop_at is not None and utcnow() >= stop_at):
+                        break
+                except INFRASTRUCTURE_ERRORS as exc:
+                    self._wait_for_infrastructure(exc)
+        except BaseException:
+            self._release_in_flight()
+            raise
+        finally:
+            assert self.execution is not None
+            self.execution.close()
+        return self
+
+    # -- one round --------------------------------------------------------------------------
+    def _cycle(self, stopping: bool) -> bool:
+        """Claim up to ``n_parallel`` classifiers, then collect one; False when all is done."""
+        for datarun_id in list(self._finalizing):  # interrupted by an outage: again
+            self._finalize(self.hub.get_datarun(datarun_id))
+        dataruns = self.hub.dataruns_by_priority(self.datarun_ids)
+        if not stopping:
+            for datarun in dataruns:
+                self._fill(datarun)
+                if len(self._in_flight) >= self.n_parallel:
+                    break
+        if self._in_flight:
+            self._collect(self.execution.wait(list(self._in_flight)))  # type: ignore[union-attr]
+            return True
+        if stopping:
+            return False
+        busy = [d for d in dataruns if self.hub.running_count(d.id)]
+        if busy:
+            self.reporter.waiting(busy[0], self.hub.running_count(busy[0].id))
+            time.sleep(self.hub.settings.poll_seconds)
+            return True
+        self.reporter.no_dataruns()
+        return False
+
+    def _fill(self, datarun: Datarun) -> None:
+        """Claim classifiers of ``datarun`` while slots are free; finish it when it has none
+        to give and nothing of it runs here."""
+        if datarun.id not in self._started:
+            self._started.add(datarun.id)
+            self.reporter.datarun_started(datarun, self.hub.get_dataset(datarun.dataset_id))
+        while len(self._in_flight) < self.n_parallel:
+            clock = Stopwatch()
+            claim = next_claim(self.hub, datarun, clock)
+            if claim is None:
+                if not any(c.datarun_id == datarun.id for c, _ in self._in_flight.values()):
+                    self._finish(datarun)
+                return
+            self._submit(claim, clock.laps)
+
+    def _submit(self, claim: Claim, laps: dict[str, float]) -> None:
+        placeholder = object()  # the claim is released on Ctrl+C even while it trains here
+        self._in_flight[placeholder] = (claim, laps)
+        handle = self.execution.submit(claim)  # type: ignore[union-attr]
+        self._in_flight[handle] = self._in_flight.pop(placeholder)
+
+    def _collect(self, handle: Hashable) -> None:
+        claim, laps = self._in_flight[handle]
+        try:
+            result = self.execution.outcome(handle)  # type: ignore[union-attr]
+        except Exception as exc:  # its retries are spent: record it, never as a success
+            del self._in_flight[handle]
+            leftover = record_failure(self.hub, claim, exc)
+            if leftover is not None:
+                self._leftovers.append(leftover)
+            result = _failed_result(claim, exc)
+            self.reporter.classifier_finished(result)
+            self.results.append(result)
+            if is_infrastructure_error(exc):
+                raise  # the store or the database is down: wait for it before claiming more
+            return
+        del self._in_flight[handle]  # (Ctrl+C above: still in flight, so released)
+        result.timings = {**laps, **result.timings}
+        self.results.append(result)
+        self.reporter.classifier_finished(result)
+        datarun = self.hub.get_datarun(claim.datarun_id)
+        if not any(c.datarun_id == datarun.id for c, _ in self._in_flight.values()):
+            self._finish(datarun)
+        give_back(collect=False)  # the round's buffers (pickles, parquet, queries): ~10 MB
+
+    # -- the end of a datarun ---------------------------------------------------------------
+    def _finish(self, datarun: Datarun) -> None:
+        """Complete the datarun if its work is done (exactly one driver does), then finalize."""
+        if self.hub.finish_if_done(datarun.id):
+            self._finalizing.add(datarun.id)
+            self._finalize(datarun)
+
+    def _finalize(self, datarun: Datarun) -> None:
+        self.execution.finalize(datarun.id)  # type: ignore[union-attr]
+        self._finalizing.discard(datarun.id)
+        self.completed.add(datarun.id)
+        ended = self.hub.get_datarun(datarun.id)
+        self.reporter.datarun_ended(ended, end_reason(self.hub, ended))
+
+    # -- faults -----------------------------------------------------------------------------
+    def _wait_for_infrastructure(self, error: BaseException) -> None:
+        """Back off (1 s, 2 s, ... 30 s) until the database and the store answer again; give
+        up (raise ``error``) after the outage patience. Then remove the files of classifiers
+        that errored while the store was down."""
+        started = time.monotonic()
+        delay = 1.0
+        while True:
+            if time.monotonic() - started > self.hub.settings.outage_patience_seconds:
+                raise error
+            self.reporter.infrastructure_down(error, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, MAX_OUTAGE_DELAY)
+            try:
+                self.hub.ping()
+                self.hub.store.check()
+                while self._leftovers:
+                    self.hub.store.delete_prefix(self._leftovers[-1])
+                    self._leftovers.pop()
+            except INFRASTRUCTURE_ERRORS as exc:
+                error = exc
+                continue
+            self.reporter.infrastructure_back()
+            return
+
+    def _release_in_flight(self) -> None:
+        """Give back the slots of classifiers still in flight (interrupted: Ctrl+C, a crash)."""
+        for claim, _ in self._in_flight.values():
+            with contextlib.suppress(Exception):  # the database is gone too: the lease expires
+                self.hub.release(claim)
+        self._in_flight.clear()
+
+
+def _failed_result(claim: Claim, error: BaseException) -> ClassifierResult:
+    return ClassifierResult(
+        classifier_id=claim.classifier_id,
+        datarun_id=claim.datarun_id,
+        method="",
+        values={},
+        status="errored",
+        error=f"{type(error).__name__}: {error}",
+    )
+
+
+def end_reason(hub: ModelHub, datarun: Datarun) -> str:
+    """Why a complete datarun ended, in the words the original worker printed."""
+    if not any(
+        hp.status == HyperpartitionStatus.INCOMPLETE for hp in hub.hyperpartitions(datarun.id)
+    ):
+        return "no hyperpartition is left to explore"
+    if datarun.deadline is not None and utcnow() >= datarun.deadline:
+        return "the deadline has passed"
+    if datarun.budget_type == BudgetType.WALLTIME:
+        return "walltime budget has run out"
+    return "classifier budget has run out"

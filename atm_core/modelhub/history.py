@@ -1,0 +1,81 @@
+"""A datarun's search history as the proposal code sees it: its open hyperpartitions, every
+configuration taken in them with its score, and whether budget is left, read together."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from atm_core.modelhub import claims
+from atm_core.modelhub.hub import ModelHub
+from atm_core.modelhub.models import (
+    Classifier,
+    Datarun,
+    Hyperpartition,
+    HyperpartitionStatus,
+)
+from atm_core.modelhub.reads import judgment
+from atm_core.search.catalogue import ParamSpec
+from atm_core.search.hyperpartitions import HyperpartitionSpec
+from atm_core.search.proposal import Partition, SearchConfig, Trial
+
+
+@dataclass(frozen=True)
+class SearchState:
+    config: SearchConfig
+    partitions: list[Partition]
+    has_budget: bool
+
+
+def hyperpartition_spec(partition: Hyperpartition) -> HyperpartitionSpec:
+    return HyperpartitionSpec(
+        method=partition.method,
+        estimator_class=partition.estimator_class,
+        categoricals=tuple((name, value) for name, value in partition.categoricals),
+        constants=tuple((name, value) for name, value in partition.constants),
+        tunables=tuple(ParamSpec.from_json(spec) for spec in partition.tunables),
+    )
+
+
+def search_config(datarun: Datarun) -> SearchConfig:
+    return SearchConfig(
+        selector=datarun.selector,
+        tuner=datarun.tuner,
+        k_window=datarun.k_window,
+        r_minimum=datarun.r_minimum,
+        gridding=datarun.gridding,
+        warm_start=datarun.warm_start,
+    )
+
+
+def search_state(hub: ModelHub, datarun: Datarun) -> SearchState:
+    """Open hyperpartitions with every configuration taken in them and its score, and whether
+    the datarun has budget left, in one transaction (``datarun`` is the caller's copy)."""
+    with hub.transaction() as session:
+        partitions = {
+            hp.id: Partition(hp.id, hyperpartition_spec(hp))
+            for hp in session.scalars(
+                select(Hyperpartition)
+                .where(
+                    Hyperpartition.datarun_id == datarun.id,
+                    Hyperpartition.status == HyperpartitionStatus.INCOMPLETE,
+                )
+                .order_by(Hyperpartition.id)
+            )
+        }
+        for classifier in session.scalars(
+            select(Classifier).where(Classifier.datarun_id == datarun.id).order_by(Classifier.id)
+        ):
+            partition = partitions.get(classifier.hyperpartition_id)
+            if partition is not None:
+                score = judgment(classifier, datarun.score_target)
+                partition.trials.append(
+                    Trial(
+                        classifier.hyperparameters_values,
+                        score if score is not None and math.isfinite(score) else None,
+                    )
+                )
+        budget = claims.has_budget(session, datarun)
+    return SearchState(search_config(datarun), list(partitions.values()), budget)

@@ -1,0 +1,308 @@
+"""One classifier: train -> score -> store -> record, for a claim the driver reserved.
+
+Every front-end's execution (the CLI worker's fit process, a Prefect task, a Dask worker, a
+test in-process) calls :func:`train_classifier`. Model errors are recorded on the classifier
+and return normally; object-store failures (after the store's own retries) raise
+:class:`ArtifactStoreError` for the caller to retry or record (:func:`record_failure`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from sklearn.base import clone
+
+from atm_core.artifacts import ArtifactStoreError, serialize_model
+from atm_core.data.dataset import FeatureSchema
+from atm_core.data.split import TrainTest, load_train_test
+from atm_core.ensemble import CANDIDATES
+from atm_core.evaluation import Evaluation, evaluate, resolve_metric, silence_fit_warnings
+from atm_core.isolation import ChildFailed, FitProcess, TimeLimitExceeded
+from atm_core.memory import configure_allocators, give_back
+from atm_core.modelhub.claims import Claim, Outcome, time_limit
+from atm_core.modelhub.hub import DATABASE_ERRORS, ModelHub
+from atm_core.modelhub.models import (
+    BudgetType,
+    ClassifierStatus,
+    Datarun,
+    Dataset,
+    ErrorKind,
+    utcnow,
+)
+from atm_core.modelhub.reads import judgment
+from atm_core.pipeline import build_pipeline
+from atm_core.reporting import ClassifierResult, Reporter
+
+MIN_TIME_LIMIT = 10.0  # seconds
+WALLTIME_SHARE = 0.25  # of a walltime budget, for one classifier
+CLASSIFIER_BUDGET_TIME_LIMIT = 600.0
+MIN_REMAINING = 1.0  # a classifier reserved just before the end still gets a second
+log = logging.getLogger(__name__)
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
+    ArtifactStoreError,
+    *DATABASE_ERRORS,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def is_infrastructure_error(error: object) -> bool:
+    """A lost database or object store (worth retrying), as opposed to a bad model or input."""
+    return isinstance(error, INFRASTRUCTURE_ERRORS)
+
+
+def record_failure(hub: ModelHub, claim: Claim, error: BaseException) -> str | None:
+    """Record a classifier whose run raised (after any retries), whatever the cause.
+
+    An infrastructure error errors the classifier as such (it does not count against its
+    hyperpartition) and removes its files; anything else is the classifier's own error, with
+    its traceback. Returns the key of files that could not be removed because the store is
+    down too, for the caller to remove once it is back (None when nothing is left behind).
+    """
+    if not is_infrastructure_error(error):
+        hub.fail_classifier(claim, "".join(traceback.format_exception(error)))
+        return None
+    hub.fail_classifier(
+        claim, f"infrastructure failure after retries: {error!r}", ErrorKind.INFRASTRUCTURE
+    )
+    prefix = hub.store.classifier_prefix(claim.datarun_id, claim.classifier_id, claim.attempt)
+    try:
+        hub.store.delete_prefix(prefix)
+    except ArtifactStoreError as exc:
+        log.warning("files of errored classifier %d remain for now: %s", claim.classifier_id, exc)
+        return prefix
+    return None
+
+
+class Stopwatch:
+    """Lap times of one classifier's phases, kept in a dict the result carries."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> dict[str, float]:
+        now = time.perf_counter()
+        self.laps[name] = self.laps.get(name, 0.0) + now - self._last
+        self._last = now
+        return self.laps
+
+
+_fit_processes = threading.local()
+
+
+def fit_process() -> FitProcess:
+    """This thread's fit process: one per thread, kept from one classifier to the next."""
+    process = getattr(_fit_processes, "process", None)
+    if process is None:
+        process = _fit_processes.process = FitProcess()
+    return process
+
+
+def close_fit_process() -> None:
+    """End this thread's fit process and reap it (a driver that is done leaves no child)."""
+    process = getattr(_fit_processes, "process", None)
+    if process is not None:
+        process.close()
+
+
+class DataCache:
+    """Each process reads and splits a dataset once, not once per classifier."""
+
+    def __init__(self, max_items: int = 4) -> None:
+        self._items: OrderedDict[tuple, TrainTest] = OrderedDict()
+        self._lock = threading.Lock()
+        self._max_items = max_items
+
+    def get(self, dataset: Dataset, datarun: Datarun) -> TrainTest:
+        key = (dataset.id, datarun.seed, datarun.test_size, datarun.cv_folds)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            configure_allocators()
+            data = load_train_test(
+                dataset.train_path,
+                dataset.test_path,
+                dataset.class_column,
+                FeatureSchema.from_json(dataset.feature_schema),
+                dataset.content_hash,
+                datarun.seed,
+                datarun.test_size,
+                datarun.cv_folds,
+            )
+            self._items[key] = data
+            if len(self._items) > self._max_items:
+                self._items.popitem(last=False)
+            give_back(collect=False)  # the file's bytes and parsing buffers (100k rows: 10 MB)
+            return data
+
+
+class Heartbeat:
+    """Renews a claim's lease in the background while the classifier trains."""
+
+    def __init__(self, hub: ModelHub, claim: Claim) -> None:
+        self.hub = hub
+        self.claim = claim
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._beat, name=f"lease-{claim.classifier_id}", daemon=True
+        )
+
+    def _beat(self) -> None:
+        interval = max(self.hub.settings.lease_seconds / 3, 0.05)
+        while not self._stop.wait(interval):
+            try:
+                if not self.hub.renew_lease(self.claim):
+                    self.lost = True
+                    return
+            except DATABASE_ERRORS:
+                continue  # the database is away: keep trying until the lease runs out
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def fit_and_serialize(
+    data: TrainTest, template: Any, metric: str, seed: int
+) -> tuple[Evaluation, bytes]:
+    """Cross-validate, refit and pickle ``template``'s configuration (an unfitted pipeline):
+    the part of a classifier a time limit may stop, run in the fit process."""
+    silence_fit_warnings()  # the flow's task threads fork fit processes too
+    evaluation = evaluate(partial(clone, template), data, metric, seed)
+    blob = serialize_model(evaluation.model)
+    evaluation.model = None  # travels as the pickle only
+    return evaluation, blob
+
+
+def classifier_time_limit(datarun: Datarun, now: datetime | None = None) -> float | None:
+    """Seconds the next classifier of ``datarun`` may run; None means no limit.
+
+    An explicit ``time_limit`` wins (0 turns limits off); otherwise a quarter of a walltime
+    budget (at least 10 s) or 10 minutes for a classifier budget. Never past the datarun's own
+    end (walltime or deadline), so a walltime datarun ends on time.
+    """
+    if datarun.time_limit is not None:
+        limit = datarun.time_limit or None
+    elif datarun.budget_type == BudgetType.WALLTIME:
+        limit = max(MIN_TIME_LIMIT, WALLTIME_SHARE * datarun.budget * 60)
+    else:
+        limit = CLASSIFIER_BUDGET_TIME_LIMIT
+    end = time_limit(datarun)
+    if end is not None:
+        remaining = max((end - (now or utcnow())).total_seconds(), MIN_REMAINING)
+        limit = remaining if limit is None else min(limit, remaining)
+    return limit
+
+
+def train_classifier(
+    hub: ModelHub,
+    claim: Claim,
+    cache: DataCache,
+    reporter: Reporter | None = None,
+    *,
+    isolated: bool = True,
+) -> ClassifierResult:
+    """Train, score and store the claimed classifier. Safe to call again with the same claim.
+
+    ``isolated``: fit in this thread's fit process, stopped at the classifier's time limit;
+    otherwise in this process, without a limit. The caller reports the result.
+    """
+    reporter = reporter or Reporter()
+    clock = Stopwatch()
+    context = hub.claim_context(claim)
+    classifier, datarun, dataset = context.classifier, context.datarun, context.dataset
+    result = ClassifierResult(
+        classifier_id=classifier.id,
+        datarun_id=datarun.id,
+        method=context.partition.method,
+        values=context.values,
+        status="skipped",
+        score_target=datarun.score_target.value,
+    )
+    if classifier.claim_token != claim.token:
+        result.status = "lost"
+        return result
+    if classifier.status != ClassifierStatus.RUNNING:
+        result.status = classifier.status.value  # a retry of work already recorded
+        return result
+    result.timings = clock.lap("load")
+    reporter.classifier_started(claim, result.method, result.values)
+    prefix = hub.store.classifier_prefix(datarun.id, classifier.id, claim.attempt)
+    with Heartbeat(hub, claim) as heartbeat:
+        try:
+            result.metric = resolve_metric(datarun.metric, dataset.k_classes)
+            data = cache.get(dataset, datarun)
+            # Built here, so that the estimator's modules are imported by this process and
+            # inherited by the fit process it forks; the pipeline itself travels pickled.
+            template = build_pipeline(
+                context.partition.estimator_class,
+                result.values,
+                FeatureSchema.from_json(dataset.feature_schema),
+                random_state=datarun.seed,
+                n_jobs=hub.settings.threads,
+            )
+            evaluation, blob = fit_process().run(
+                fit_and_serialize,
+                (template, result.metric, datarun.seed),
+                data,
+                classifier_time_limit(datarun) if isolated else None,
+                hub.settings.threads,
+            )
+            clock.lap("fit")
+        except Exception as exc:
+            isolated = isinstance(exc, TimeLimitExceeded | ChildFailed)
+            result.error = str(exc) if isolated else traceback.format_exc()
+            result.status = "errored" if hub.fail_classifier(claim, result.error) else "lost"
+            return result
+        # Predictions only matter to a classifier that may end among the ensemble's candidates:
+        # with CANDIDATES complete classifiers ahead of it already, it never will (the count
+        # only grows), and its predictions.parquet (a third write) is left out.
+        score = evaluation.judgment(datarun.score_target.value)
+        standing = hub.standing(datarun, score)
+        clock.lap("record")
+        predictions = evaluation.predictions if standing.ahead < CANDIDATES else None
+        files = hub.store.save_classifier_files(prefix, blob, evaluation.metrics, predictions)
+        clock.lap("store")
+        if standing.best is not None:
+            result.previous_best = (
+                standing.best.id,
+                judgment(standing.best, datarun.score_target),
+                standing.best.cv_judgment_metric_stdev,
+            )
+        outcome = Outcome(
+            model_location=files.model.location,
+            model_sha256=files.model.sha256,
+            metrics_location=files.metrics_location,
+            predictions_location=files.predictions_location,
+            cv_judgment_metric=evaluation.cv_judgment_metric,
+            cv_judgment_metric_stdev=evaluation.cv_judgment_metric_stdev,
+            test_judgment_metric=evaluation.test_judgment_metric,
+        )
+        completed = not heartbeat.lost and hub.complete_classifier(claim, outcome)
+        clock.lap("record")
+    if not completed:
+        hub.store.delete_prefix(prefix)  # another worker owns this classifier now
+        result.status = "lost"
+        return result
+    result.status = "complete"
+    result.cv_mean = evaluation.cv_judgment_metric
+    result.cv_stdev = evaluation.cv_judgment_metric_stdev
+    result.test = evaluation.test_judgment_metric
+    result.judgment = score
+    result.model_location = files.model.location
+    result.metrics_location = files.metrics_location
+    return result
