@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo demo-iris test lint clean
+.PHONY: install demo demo-iris test test-fast lint clean
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,12 @@ test: install
 	bash infra/test-services.sh
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# The edit-run loop: SQLite and local files only (no MariaDB, PostgreSQL, S3 or Prefect server),
+# the slow end-to-end cases left out, on two processes. `make test` runs everything.
+test-fast: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "not services and not prefect and not slow" -n 2 -q
 
 lint: install
 	$(BIN)/ruff check .

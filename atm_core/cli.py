@@ -265,11 +265,14 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings, console: Consol
         engine.dispose()
     where = engine.url.render_as_string(hide_password=True)
     if before == SCHEMA_HEAD:
-        console.print(f"{where}: schema already at revision {SCHEMA_HEAD}", highlight=False)
+        console.print(
+            f"{where}: schema already at revision {SCHEMA_HEAD}", highlight=False, soft_wrap=True
+        )
     else:
         console.print(
             f"{where}: schema upgraded from revision {before or '(empty)'} to {SCHEMA_HEAD}",
             highlight=False,
+            soft_wrap=True,
         )
     return 0
 

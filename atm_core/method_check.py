@@ -2,9 +2,10 @@
 
 The counterpart of the original ``scripts/test_method.py``: before a custom method (or a
 catalogue change) meets a real datarun, each of its hyperpartitions gets its first
-configuration (the catalogue's defaults, or a random draw), is cross-validated, refitted and
-scored on a small dataset through the same code a worker runs, and is reported OK or with its
-error.
+configuration (the catalogue's defaults, or a random draw), is fitted once and scored on a
+small dataset through the code a worker runs on large data (one fit judged on a holdout, then
+the test part: predictions, probabilities or decision values, the metrics, the pickle), and is
+reported OK or with its error.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from functools import partial
 
 from sklearn.base import clone
 
+from atm_core.artifacts import serialize_model
 from atm_core.data.dataset import inspect_dataset
 from atm_core.data.split import split_frames
-from atm_core.evaluation import evaluate, resolve_metric, silence_fit_warnings
+from atm_core.evaluation import Evaluation, evaluate, resolve_metric, silence_fit_warnings
 from atm_core.isolation import ChildFailed, TimeLimitExceeded, run_isolated
 from atm_core.pipeline import build_pipeline
 from atm_core.search.catalogue import load_method
@@ -54,7 +56,7 @@ def check_method(
     """Fit each hyperpartition of ``method_name`` (a code or a JSON file) once on the data."""
     method = load_method(method_name)
     info, train, test = inspect_dataset(dataset_path, class_column)
-    data = split_frames(train, test, info.class_column, info.schema, seed, 0.3)
+    data = split_frames(train, test, info.class_column, info.schema, seed, 0.3, cv_folds=0)
     resolved = resolve_metric(metric, info.k_classes)
     silence_fit_warnings()
     checks = []
@@ -67,7 +69,7 @@ def check_method(
                 spec.estimator_class, proposal.values, info.schema, random_state=seed, n_jobs=1
             )
             evaluation = run_isolated(
-                partial(evaluate, partial(clone, template), data, resolved, seed), time_limit
+                partial(_fit_once, template, data, resolved, seed), time_limit
             )
         except (TimeLimitExceeded, ChildFailed) as exc:
             checks.append(_failed(spec.label(), started, str(exc)))
@@ -83,6 +85,13 @@ def check_method(
                 )
             )
     return checks
+
+
+def _fit_once(template: object, data: object, metric: str, seed: int) -> Evaluation:
+    evaluation = evaluate(partial(clone, template), data, metric, seed)
+    serialize_model(evaluation.model)  # a model that cannot be stored cannot be complete
+    evaluation.model = None  # the check's result travels back without it
+    return evaluation
 
 
 def _failed(label: str, started: float, error: str) -> PartitionCheck:

@@ -37,6 +37,21 @@ BACKENDS = ("sqlite", "mariadb", "postgresql")
 REPO = Path(__file__).resolve().parents[1]
 
 
+SERVICE_FIXTURES = {"s3_server", "s3_root", "s3_hub", "mysql_hub", "private_mariadb"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what ``make test-fast`` leaves out: tests that need a service (MariaDB,
+    PostgreSQL, moto's S3 server) and the flow tests (a Prefect server per session)."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        backends = {value for value in params.values() if isinstance(value, str)}
+        if backends & {"mariadb", "postgresql"} or SERVICE_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.services)
+        if "tests/flows/" in item.nodeid:
+            item.add_marker(pytest.mark.prefect)
+
+
 def run_python(code: str, env: dict[str, str] | None = None) -> str:
     """What ``code`` prints in a new interpreter (fresh ``sys.modules``, allocators and
     collector), run from the repository; its stderr is in the failure message."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import subprocess
+import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,9 +18,9 @@ from atm_core.modelhub import ModelHub
 from atm_core.modelhub.models import BudgetType, DatarunStatus, ScoreTarget
 from atm_core.search.catalogue import load_method
 from atm_core.search.hyperpartitions import enumerate_hyperpartitions
-from tests.conftest import make_settings
+from tests.conftest import make_settings, run_python
 
-ATM_BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "atm"
+ATM_BIN = Path(sys.executable).parent / "atm"  # the interpreter's own install
 
 Run = Callable[..., tuple[int, str, str]]
 
@@ -229,10 +230,60 @@ def test_leaderboard_table_and_csv(atm: Run, hub: ModelHub, trained: int, tmp_pa
     assert f"{best.cv_judgment_metric:.3f}" in out
 
 
-def test_leaderboard_of_unknown_datarun(atm: Run) -> None:
-    code, _, err = atm("leaderboard", "99")
+@pytest.mark.parametrize(
+    "command",
+    [["leaderboard", "99"], ["ensemble", "99"], ["worker", "--dataruns", "1", "99"]],
+    ids=["leaderboard", "ensemble", "worker"],
+)
+def test_an_unknown_datarun_is_one_line_and_exit_2(
+    atm: Run, trained: int, command: list[str]
+) -> None:
+    code, out, err = atm(*command)
     assert code == 2
-    assert "no datarun with id 99" in err
+    assert err.strip() == f"atm {command[0]}: error: no datarun with id 99 in the ModelHub"
+    assert "Chose parameters" not in out  # nothing ran, not even on the known datarun 1
+@pytest.mark.slow
+def test_test_method_fits_every_partition_and_fails_on_a_broken_one(
+    atm: Run, tmp_path: Path
+) -> None:
+    code, out, _ = atm("test-method", "knn")
+    assert code == 0
+    partitions = enumerate_hyperpartitions(load_method("knn"))
+    assert f"{len(partitions)} of {len(partitions)} hyperpartitions fitted" in out
+    assert out.count(" OK ") == len(partitions)
+
+    broken = tmp_path / "broken.json"
+    broken.write_text(
+        '{"name": "broken", "class": "sklearn.tree.DecisionTreeClassifier",'
+        ' "hyperparameters": {"criterion": {"type": "string", "values": ["gini", "nope"]}},'
+        ' "root_hyperparameters": ["criterion"]}'
+    )
+    code, out, _ = atm("test-method", str(broken))
+    assert code == 1
+    assert "1 of 2 hyperpartitions fitted; 1 failed" in out
+    assert "InvalidParameterError" in out and "nope" in out
+
+
+@pytest.mark.parametrize("command", [["--help"], ["status"], ["leaderboard", "1"], ["methods"]])
+def test_reading_commands_import_no_data_or_orchestration_stack(
+    trained: int, sqlite_url: str, tmp_path: Path, command: list[str]
+) -> None:
+    """`atm --help`, status, leaderboard and methods start fast: no scikit-learn, scipy,
+    pandas, Prefect or alembic in a fresh interpreter."""
+    code = f"""
+        import io, contextlib, sys
+        from atm_core.cli import main
+        argv = {command!r} + ([] if {command!r} == ["--help"] else
+            ["--database-url", {sqlite_url!r}, "--artifact-root", {str(tmp_path / "artifacts")!r}])
+        with contextlib.redirect_stdout(io.StringIO()):
+            try:
+                main(argv)
+            except SystemExit:
+                pass
+        heavy = ("sklearn", "scipy", "pandas", "prefect", "alembic", "baytune", "pyarrow")
+        print(sorted({{m.split(".")[0] for m in sys.modules}} & set(heavy)))
+    """
+    assert run_python(code).strip() == "[]"
 
 
 def test_predict_prints_one_label_per_row(
@@ -424,6 +475,7 @@ def test_the_ok_file_of_the_bad_input_cases_is_accepted(atm: Run, bad_files: Pat
     assert "Datarun ID: 1" in out
 
 
+@pytest.mark.slow  # a fresh interpreter per case
 @pytest.mark.parametrize(
     "case", ["missing-file", "single-class", "unknown-method", "test-columns-differ"]
 )

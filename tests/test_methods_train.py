@@ -23,6 +23,7 @@ import sklearn
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
+from atm_core import cli
 from atm_core.data.dataset import inspect_dataset
 from atm_core.data.split import TrainTest, split_frames
 from atm_core.evaluation import evaluate, resolve_metric
@@ -63,7 +64,17 @@ def test_the_catalogue_is_checked_against_scikit_learn_1_9() -> None:
     assert sorted(builtin_methods()) == sorted(EXPECTED_COUNTS)
 
 
-@pytest.mark.parametrize("method", sorted(EXPECTED_COUNTS))
+SLOW = {"mlp"}  # 60 partitions: 20-30 s each, left out of make test-fast
+
+
+def methods() -> list:
+    return [
+        pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name
+        for name in sorted(EXPECTED_COUNTS)
+    ]
+
+
+@pytest.mark.parametrize("method", methods())
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_every_hyperpartition_trains(
     request: pytest.FixtureRequest, dataset: str, method: str
@@ -93,3 +104,15 @@ def test_every_hyperpartition_trains(
         predictions = set(evaluation.model.predict(data.X_test))
         assert predictions <= set(data.classes), partition.label()
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("method", methods())
+def test_atm_test_method_passes_every_built_in_method(
+    method: str, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`atm test-method CODE` (the original scripts/test_method.py): each partition's first
+    configuration fitted on the bundled demo data, in a fit process, through the worker's code."""
+    monkeypatch.setenv("COLUMNS", "200")
+    assert cli.main(["test-method", method]) == 0, capsys.readouterr().out
+    count = EXPECTED_COUNTS[method]
+    assert f"{count} of {count} hyperpartitions fitted" in capsys.readouterr().out

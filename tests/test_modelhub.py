@@ -17,6 +17,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text, update
 
+from atm_core import cli
 from atm_core.data.dataset import inspect_dataset
 from atm_core.dataruns import DatarunRequest, enter_data, validate_options
 from atm_core.driver import Driver
@@ -27,6 +28,7 @@ from atm_core.modelhub.database import (
     SCHEMA_HEAD,
     _alembic_config,
     create_hub_engine,
+    current_revision,
     head_revision,
 )
 from atm_core.modelhub.history import hyperpartition_spec
@@ -114,6 +116,37 @@ def test_a_hub_on_the_newest_schema_opens_without_alembic(tmp_path: Path) -> Non
     )
     first, second = (run_python(code).strip() for _ in range(2))
     assert (first, second) == ("True", "False")
+
+
+def test_a_shared_hub_behind_the_schema_waits_for_atm_db_upgrade(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """An existing MySQL/PostgreSQL hub on an older revision is refused (its other workers may
+    run an older ATM) until `atm db upgrade`; an embedded SQLite file upgrades itself."""
+    engine = create_hub_engine(database_url)
+    config = _alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0005")
+    engine.dispose()
+    settings = make_settings(database_url, tmp_path)
+    if database_url.startswith("sqlite"):
+        ModelHub(settings=settings).close()
+    else:
+        with pytest.raises(ConfigError, match=r"revision 0005, this ATM needs .*atm db upgrade"):
+            ModelHub(settings=settings)
+        assert cli.main(["db", "upgrade", "--database-url", database_url]) == 0
+        out = capsys.readouterr().out
+        assert f"schema upgraded from revision 0005 to {SCHEMA_HEAD}" in out
+        assert "atm_test:atm_test@" not in out  # the password is masked
+    hub = ModelHub(settings=settings)
+    try:
+        with hub.engine.connect() as connection:
+            assert current_revision(connection) == SCHEMA_HEAD
+    finally:
+        hub.close()
+    assert cli.main(["db", "upgrade", "--database-url", database_url]) == 0
+    assert f"schema already at revision {SCHEMA_HEAD}" in capsys.readouterr().out
 
 
 def test_reopening_a_hub_keeps_one_schema_revision(hub: ModelHub) -> None:
@@ -290,6 +323,7 @@ def test_upgrade_merges_duplicate_datasets(database_url: str, tmp_path: Path) ->
         connection.execute(at_0001("dataruns", {"id": 1, "dataset_id": 2, **datarun}))
     engine.dispose()
 
+    assert cli.main(["db", "upgrade", "--database-url", database_url]) == 0
     hub = ModelHub(settings=make_settings(database_url, tmp_path))
     try:
         assert [d.id for d in hub.datasets()] == [1]

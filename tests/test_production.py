@@ -33,6 +33,8 @@ from atm_core.modelhub import ModelHub
 from atm_core.modelhub.models import ClassifierStatus, DatarunStatus, ErrorKind
 from tests.conftest import MotoS3, free_port, fresh_database, make_settings
 
+pytestmark = pytest.mark.services  # MariaDB, moto S3 and private database servers
+
 ATM = Path(sys.executable).parent / "atm"
 
 

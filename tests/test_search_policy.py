@@ -173,8 +173,7 @@ if holder == 0:  # a process that holds the fit process's request pipe open
 print(process._child.pid, holder, flush=True)
 os.kill(os.getpid(), signal.SIGKILL)  # the worker dies without closing anything
 """
-
-
+@pytest.mark.slow
 def test_a_fit_process_leaves_once_its_worker_is_gone(tmp_path: Path) -> None:
     script = tmp_path / "orphan.py"
     script.write_text(ORPHAN_SCRIPT)
@@ -205,6 +204,7 @@ def test_fit_threads_limits_openmp_in_forked_children() -> None:
 
 
 # -- time limits ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_fit_over_the_time_limit_is_errored_and_the_worker_goes_on(
     sqlite_hub: ModelHub, pollution_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -250,8 +250,7 @@ def test_default_time_limit_follows_the_budget(sqlite_hub: ModelHub, pollution_p
     assert classifier_time_limit(short) == pytest.approx(10, abs=0.5)  # 10 s left of 60
     deadline = datarun(deadline=datetime.now(UTC) + timedelta(seconds=30))
     assert classifier_time_limit(deadline) == pytest.approx(30, abs=1)
-
-
+@pytest.mark.slow
 def test_walltime_datarun_ends_on_time(
     sqlite_hub: ModelHub, pollution_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -386,8 +385,7 @@ def test_refit_best_model_uses_every_row(tmp_path: Path, iris_path: str) -> None
     exported = pickle.loads(path.read_bytes())
     assert exported.named_steps["estimator"].n_samples_fit_ == len(frame)
     assert (exported.predict(frame) == refit.predict(frame)).all()
-
-
+@pytest.mark.slow
 def test_run_with_extra_worker_processes(
     tmp_path: Path, pollution_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
