@@ -45,7 +45,7 @@ from rich.table import Table
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "benchmarks" / "out"
-SYSTEM_NAMES = ("atm", "flaml", "flaml_sklearn", "optuna", "hgb", "rf")
+SYSTEM_NAMES = ("atm", "flaml", "flaml_sklearn", "optuna", "autogluon", "hgb", "rf")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 KILL_FACTOR = 3.0
 # Idle OpenMP threads sleep instead of spinning: on a shared, busy machine spinning threads of a
@@ -66,22 +66,6 @@ def system_label(system: str, atm_options: list[str]) -> str:
     if system == "atm" and atm_options:
         return f"atm[{','.join(atm_options)}]"
     return system
-
-
-def score(model: Any, test: pd.DataFrame, label: str, classes: list) -> dict[str, float]:
-    """Test ROC AUC (binary: second sorted class; else OvR macro), accuracy, macro-F1, log loss."""
-    from sklearn.metrics import accuracy_score, f1_score, log_loss
-    from systems import class_scores, roc_auc
-
-    X, y = test.drop(columns=[label]), test[label]
-    predictions = model.predict(X)
-    scores, is_proba = class_scores(model, X, classes)
-    return {
-        "auc": roc_auc(y, scores, classes),
-        "accuracy": float(accuracy_score(y, predictions)),
-        "f1_macro": float(f1_score(y, predictions, average="macro", zero_division=0)),
-        "log_loss": float(log_loss(y, scores, labels=classes)) if is_proba else math.nan,
-    }
 
 
 def run_one(args: argparse.Namespace) -> int:
@@ -116,7 +100,7 @@ def run_one(args: argparse.Namespace) -> int:
             chosen_model=fitted.chosen_model,
             details=fitted.details,
         )
-        record.update(score(fitted.model, test, label, classes))
+        record.update(systems.score(fitted.model, test, label, classes))
         record["ok"] = True
     except Exception as exc:
         record["error"] = f"{type(exc).__name__}: {exc}"[:2000]
@@ -239,6 +223,14 @@ def run_all(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     rundir.mkdir(parents=True, exist_ok=True)
     for dataset in args.datasets:
         suite.materialize(dataset)
+    versions = {
+        name: version(name)
+        for name in ("scikit-learn", "flaml", "optuna", "lightgbm", "xgboost", "baytune")
+    }
+    if "autogluon" in args.systems:
+        from systems import autogluon_version
+
+        versions["autogluon.tabular (own venv)"] = autogluon_version()
     report: dict[str, Any] = {
         "meta": {
             "budget_seconds": args.budget,
@@ -253,10 +245,7 @@ def run_all(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             "load_average_start": [round(v, 2) for v in os.getloadavg()],
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
-            "versions": {
-                name: version(name)
-                for name in ("scikit-learn", "flaml", "optuna", "lightgbm", "xgboost", "baytune")
-            },
+            "versions": versions,
             "git": git_state(),
         },
         "runs": [],
@@ -419,7 +408,7 @@ def targets(report: dict[str, Any], systems: list[str] | None = None) -> list[st
     auc = frame.pivot(index="dataset", columns="system", values="auc")
     lines = []
     for atm in (s for s in order if s.startswith("atm")):
-        for rival in ("flaml", "optuna"):
+        for rival in ("autogluon", "flaml", "optuna"):
             if rival in ranks:
                 gap = ranks[rival] - ranks[atm]
                 verdict = "met" if gap > 0 else f"MISSED by {abs(gap):.2f} rank"
@@ -484,7 +473,11 @@ def main() -> int:
         "--seed", type=int, default=0, help="every system's own seed (the split stays fixed)"
     )
     parser.add_argument(
-        "--datasets", nargs="+", default=list(suite.SUITE), choices=list(suite.SUITE)
+        "--datasets",
+        nargs="+",
+        default=["all"],
+        choices=[*suite.SUITE, *suite.GROUPS],
+        help="datasets or groups: small (the first 7), large (issue #16's 5), all",
     )
     parser.add_argument("--systems", nargs="+", default=list(SYSTEM_NAMES), choices=SYSTEM_NAMES)
     parser.add_argument(
@@ -509,6 +502,7 @@ def main() -> int:
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.datasets = suite.expand(args.datasets)
     if args.one:
         return run_one(args)
     console = Console() if sys.stdout.isatty() else Console(width=200)
