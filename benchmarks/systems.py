@@ -106,12 +106,19 @@ def _xy(train: pd.DataFrame, label: str) -> tuple[pd.DataFrame, pd.Series]:
 
 
 def _pipeline(estimator: str, values: dict[str, Any], X: pd.DataFrame, threads: int) -> Any:
-    """ATM's own preprocessing (imputation, one-hot, optional scaling) before the estimator."""
+    """ATM's own preprocessing (imputation, one-hot, optional scaling) before the estimator.
+    An SVC stays uncalibrated: Optuna's trials rank it by its decision function, and a
+    calibrated SVC's plain ``fit`` would cross-validate itself (3 more fits per trial)."""
     from atm_core.data.dataset import FeatureSchema
     from atm_core.pipeline import build_pipeline
 
     return build_pipeline(
-        estimator, values, FeatureSchema.infer(X), random_state=SEED, n_jobs=threads
+        estimator,
+        values,
+        FeatureSchema.infer(X),
+        random_state=SEED,
+        n_jobs=threads,
+        calibrate=False,
     )
 
 
