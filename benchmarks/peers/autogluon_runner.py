@@ -40,18 +40,25 @@ def read_table(path: str):
 
 
 class FittedPredictor:
-    """A ``TabularPredictor`` behind the interface ``systems.score`` expects."""
+    """A ``TabularPredictor`` behind the interface ``systems.score`` expects. ``predict`` and
+    ``predict_proba`` of the same frame share one prediction (``predict_from_proba``): the
+    models of a 60-s fit can take a minute to predict a large test part on one thread."""
 
     def __init__(self, predictor) -> None:
         self.predictor = predictor
         self.classes_ = list(predictor.class_labels)
+        self._last: tuple[object, object] | None = None
+
+    def _probabilities(self, X):
+        if self._last is None or self._last[0] is not X:
+            self._last = (X, self.predictor.predict_proba(X, as_multiclass=True))
+        return self._last[1]
 
     def predict(self, X):
-        return self.predictor.predict(X).to_numpy()
+        return self.predictor.predict_from_proba(self._probabilities(X)).to_numpy()
 
     def predict_proba(self, X):
-        frame = self.predictor.predict_proba(X, as_multiclass=True)
-        probabilities = frame[self.classes_].to_numpy(dtype=float)
+        probabilities = self._probabilities(X)[self.classes_].to_numpy(dtype=float)
         # float32 inside AutoGluon: rows sum to 1 within ~1e-7, which log_loss warns about
         return probabilities / probabilities.sum(axis=1, keepdims=True)
 
