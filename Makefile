@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo demo-iris test test-fast lint clean
+.PHONY: install demo demo-iris test test-fast lint clean bench-autogluon
 
 install: $(VENV)/.installed
 
@@ -41,3 +41,7 @@ lint: install
 
 clean:
 	rm -rf $(VENV) atm.db* artifacts .prefect .pytest_cache
+
+# AutoGluon for benchmarks/quality.py, in a virtualenv of its own (it pins pandas < 2.4).
+bench-autogluon:
+	bash benchmarks/peers/setup_autogluon.sh

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from scipy import sparse
-from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from scipy.optimize import minimize
+from scipy.special import expit
+from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, TransformerMixin, clone
 from sklearn.compose import ColumnTransformer
 from sklearn.decomposition import PCA
 from sklearn.gaussian_process import GaussianProcessClassifier
@@ -16,6 +18,7 @@ from sklearn.gaussian_process.kernels import (
     Matern,
     RationalQuadratic,
 )
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
@@ -174,3 +177,122 @@ class KernelGPClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X):
         check_is_fitted(self, "model_")
         return self.model_.predict_proba(X)
+
+
+class CalibratedClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
+    """A classifier that has only a decision function (SVC without ``probability=True``, SGD
+    with a hinge loss), given ``predict_proba`` by a sigmoid map of its decision values per
+    class (Platt scaling), fitted on decision values of rows the model did not see.
+
+    * Binary: one sigmoid of the decision value gives the second class's probability.
+      Multiclass: one sigmoid per one-vs-rest column, normalised to sum to 1.
+    * Each map is non-decreasing (its slope is kept >= 0), so on binary data the probabilities
+      rank rows exactly as the decision function does: the same ROC AUC.
+    * ``predict`` is the wrapped estimator's own: the stored model decides as it did before it
+      had probabilities. ``predict_proba``'s most probable class can differ on borderline rows,
+      as ``SVC(probability=True)``'s does.
+    * Where the decision values come from: ATM's evaluation fits the wrapped estimator itself
+      and calls :meth:`calibrate` with the out-of-fold (or holdout) values its cross-validation
+      computed anyway, so calibration costs no extra fit. A plain ``fit(X, y)`` (a refit on
+      every labelled row) computes them by a ``cv``-fold cross-validation of its own: ``cv``
+      more fits. ``fit(X, y, decisions=...)`` takes them from the caller.
+    """
+
+    def __init__(self, estimator=None, cv: int = 3):
+        self.estimator = estimator
+        self.cv = cv
+
+    def fit(self, X, y, decisions=None):
+        """Fit the estimator on (X, y) and the maps on ``decisions`` (held-out decision values
+        of the same rows, in ``decision_function``'s layout) or on a ``cv``-fold CV's."""
+        y = np.asarray(y)
+        estimator = clone(self.estimator).fit(X, y)
+        if decisions is None:
+            smallest = int(np.unique(y, return_counts=True)[1].min())
+            folds = StratifiedKFold(n_splits=max(2, min(self.cv, smallest)))
+            decisions = cross_val_predict(
+                clone(self.estimator), X, y, cv=folds, method="decision_function"
+            )
+        return self.calibrate(decisions, y, estimator=estimator)
+
+    def calibrate(self, decisions, y, estimator=None):
+        """Fit the maps on ``decisions``, held-out decision values of rows whose classes are
+        ``y``. ``estimator``: the fitted model to wrap (the ``estimator`` parameter's
+        configuration, fitted elsewhere); without it, the one ``fit`` fitted."""
+        if estimator is not None:
+            self.estimator_ = estimator
+        check_is_fitted(self, "estimator_")
+        self.classes_ = np.asarray(self.estimator_.classes_)
+        values = self._columns(decisions)
+        y = np.asarray(y)
+        targets = (
+            (y == self.classes_[1])[:, None]
+            if len(self.classes_) == 2
+            else y[:, None] == self.classes_[None, :]
+        )
+        self.maps_ = np.array([_platt(values[:, j], targets[:, j]) for j in range(values.shape[1])])
+        return self
+
+    def decision_function(self, X):
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.decision_function(X)
+
+    def predict(self, X):
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.predict(X)
+
+    def predict_proba(self, X):
+        return self.probabilities(self.decision_function(X))
+
+    def probabilities(self, decisions) -> np.ndarray:
+        """Class probabilities (columns in ``classes_`` order) of decision values."""
+        check_is_fitted(self, "maps_")
+        values = self._columns(decisions)
+        centre, scale, slope, intercept = self.maps_.T
+        positive = expit(slope * (values - centre) / scale + intercept)
+        if len(self.classes_) == 2:
+            return np.column_stack([1.0 - positive[:, 0], positive[:, 0]])
+        total = positive.sum(axis=1, keepdims=True)
+        uniform = np.full_like(positive, 1.0 / positive.shape[1])
+        return np.where(total > 0, positive / np.where(total > 0, total, 1.0), uniform)
+
+    def _columns(self, decisions) -> np.ndarray:
+        """Decision values as a finite 2-D array: one column (binary) or one per class."""
+        values = np.asarray(decisions, dtype=np.float64)
+        values = values.reshape(len(values), -1)
+        expected = 1 if len(self.classes_) == 2 else len(self.classes_)
+        if values.shape[1] != expected:
+            raise ValueError(
+                f"{values.shape[1]} decision columns for {len(self.classes_)} classes "
+                f"(expected {expected})"
+            )
+        finite = np.isfinite(values)
+        if not finite.all():  # an infinite margin is the most extreme finite one
+            low, high = (values[finite].min(), values[finite].max()) if finite.any() else (0, 0)
+            values = np.nan_to_num(values, nan=0.0, posinf=high, neginf=low)
+        return values
+
+
+def _platt(values: np.ndarray, truth: np.ndarray) -> tuple[float, float, float, float]:
+    """(centre, scale, slope, intercept) of ``p = expit(slope * (v - centre) / scale +
+    intercept)`` fitted by maximum likelihood to Platt's targets, (n+ + 1) / (n+ + 2) for the
+    class and 1 / (n- + 2) for the rest (they keep the map from going to 0 or 1 on separable
+    data). The values are standardised first; the slope is bounded below by 0."""
+    centre = float(values.mean()) if len(values) else 0.0
+    scale = float(values.std()) if len(values) else 1.0
+    scale = scale if scale > 0 else 1.0
+    z = (values - centre) / scale
+    positives = int(truth.sum())
+    negatives = len(truth) - positives
+    target = np.where(truth, (positives + 1) / (positives + 2), 1 / (negatives + 2))
+
+    def loss(params: np.ndarray) -> tuple[float, np.ndarray]:
+        f = params[0] * z + params[1]
+        # -[t log p + (1 - t) log(1 - p)] with p = expit(f), without overflow
+        value = np.sum(target * np.logaddexp(0, -f) + (1 - target) * np.logaddexp(0, f))
+        error = expit(f) - target
+        return float(value), np.array([error @ z, error.sum()])
+
+    start = np.array([1.0, np.log((positives + 1) / (negatives + 1))])
+    result = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=[(0, None), (None, None)])
+    return centre, scale, float(result.x[0]), float(result.x[1])

@@ -20,13 +20,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
-from sklearn.base import ClassifierMixin
+from sklearn.base import ClassifierMixin, clone
 from sklearn.exceptions import ConvergenceWarning, UndefinedMetricWarning
 from sklearn.metrics import average_precision_score, cohen_kappa_score, matthews_corrcoef
 from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import Pipeline
 
 from atm_core.data.split import TrainTest
 from atm_core.errors import ConfigError
+from atm_core.estimators import CalibratedClassifier
 
 BINARY_METRICS = ("accuracy", "cohen_kappa", "f1", "roc_auc", "ap", "mcc")
 MULTICLASS_METRICS = (
@@ -79,14 +81,21 @@ _silenced = False
 def class_scores(model: Any, X: pd.DataFrame, classes: list) -> np.ndarray | None:
     """Per-class scores aligned to ``classes``: probabilities, else the decision function."""
     if hasattr(model, "predict_proba"):
-        raw = np.asarray(model.predict_proba(X), dtype=float)
+        raw = model.predict_proba(X)
     elif hasattr(model, "decision_function"):
-        raw = np.asarray(model.decision_function(X), dtype=float)
-        if raw.ndim == 1:
-            raw = np.column_stack([-raw, raw])
+        raw = model.decision_function(X)
     else:
         return None
-    model_classes = list(model.classes_)
+    return align(raw, list(model.classes_), classes)
+
+
+def align(raw: np.ndarray, model_classes: list, classes: list) -> np.ndarray:
+    """A model's per-class scores (one column per class of ``model_classes``; a binary decision
+    function's single column is the second class's) as columns of ``classes``; a class the model
+    never saw scores 0 (probabilities) or -inf (decision values)."""
+    raw = np.asarray(raw, dtype=float)
+    if raw.ndim == 1:
+        raw = np.column_stack([-raw, raw])
     aligned = np.full((raw.shape[0], len(classes)), -np.inf if raw.min() < 0 else 0.0)
     for column, label in enumerate(model_classes):
         if label in classes:
@@ -217,60 +226,88 @@ def evaluate(
     With ``data.n_folds == 0`` (large data) a single fit replaces the ``k + 1``: the model is
     fitted on a stratified share of the training part, judged on the rest of it (one "cv"
     row, standard deviation 0) and scored on the untouched test part.
+
+    A model whose last step is a :class:`CalibratedClassifier` (a classifier with a decision
+    function only) is fitted without that step, every time; its sigmoid maps are fitted on the
+    out-of-fold decision values the cross-validation computed (under a holdout, the holdout's),
+    so the stored model answers ``predict_proba`` at no extra fit. Its scores, held-out
+    probabilities included, are then computed from those probabilities, as the stored model
+    gives them (on binary data a ranking metric is the same as on the decision values).
     """
+    make_base, calibration = _calibration_of(make_model)
     if not data.n_folds:
-        return _evaluate_on_holdout(make_model, data, metric)
-    classes = data.classes
-    rows: list[dict[str, Any]] = []
-    out_of_fold: np.ndarray | None = np.zeros((len(data.y_train), len(classes)), np.float32)
-    fold_of = np.zeros(len(data.y_train), np.int8)
+        return _evaluate_on_holdout(make_base, calibration, data, metric)
+    X, y, classes = data.X_train, data.y_train, data.classes
+    fold_of = np.zeros(len(y), np.int8)
+    held_out: list[tuple[np.ndarray, float, _Answers]] = []
     folds = StratifiedKFold(n_splits=data.n_folds, shuffle=True, random_state=seed)
-    for index, (train_idx, valid_idx) in enumerate(folds.split(data.X_train, data.y_train)):
-        _, row, [probabilities] = _fit_and_score(
-            make_model,
-            data.X_train.iloc[train_idx],
-            data.y_train.iloc[train_idx],
-            [(data.X_train.iloc[valid_idx], data.y_train.iloc[valid_idx])],
-            classes,
+    for index, (train_idx, valid_idx) in enumerate(folds.split(X, y)):
+        _, seconds, [answers] = _fit_and_predict(
+            make_base, X.iloc[train_idx], y.iloc[train_idx], [X.iloc[valid_idx]]
         )
-        rows.append({"split": "cv", "fold": index, **row[0]})
         fold_of[valid_idx] = index
-        if probabilities is None or out_of_fold is None:
-            out_of_fold = None
+        held_out.append((valid_idx, seconds, answers))
+    model, seconds, [tested] = _fit_and_predict(make_base, X, y, [data.X_test])
+    if calibration is not None:
+        started = time.perf_counter()
+        answered = [(rows, answers) for rows, _, answers in held_out]
+        decisions = _in_row_order(answered, len(y))
+        model = _calibrated(model, calibration, decisions, y, [a for _, a in answered] + [tested])
+        seconds += time.perf_counter() - started
+    rows: list[dict[str, Any]] = []
+    out_of_fold: np.ndarray | None = np.zeros((len(y), len(classes)), np.float32)
+    for index, (valid_idx, fit_seconds, answers) in enumerate(held_out):
+        scores = answers.scores(classes)
+        row = answers.row(y.iloc[valid_idx], scores, classes, fit_seconds)
+        rows.append({"split": "cv", "fold": index, **row})
+        if answers.is_proba and out_of_fold is not None:
+            out_of_fold[valid_idx] = scores
         else:
-            out_of_fold[valid_idx] = probabilities
-    model, [row], [test_probabilities] = _fit_and_score(
-        make_model, data.X_train, data.y_train, [(data.X_test, data.y_test)], classes
-    )
+            out_of_fold = None
+    test_scores = tested.scores(classes)
+    row = tested.row(data.y_test, test_scores, classes, seconds)
     rows.append({"split": "test", "fold": -1, **row})
     evaluation = _judged(model, rows, metric)
-    if out_of_fold is not None and test_probabilities is not None:
-        every_row = np.arange(len(data.y_train))
+    if out_of_fold is not None and tested.is_proba:
+        every_row = np.arange(len(y))
         evaluation.predictions = prediction_frame(
-            data, every_row, fold_of, out_of_fold, test_probabilities
+            data, every_row, fold_of, out_of_fold, test_scores
         )
     return evaluation
 
 
 def _evaluate_on_holdout(
-    make_model: Callable[[], ClassifierMixin], data: TrainTest, metric: str
+    make_model: Callable[[], ClassifierMixin],
+    calibration: CalibratedClassifier | None,
+    data: TrainTest,
+    metric: str,
 ) -> Evaluation:
     fit, judge = slice(None, data.n_fit), slice(data.n_fit, None)  # laid out by split_frames
     if not 0 < data.n_fit < len(data.y_train):
         raise ValueError(f"no holdout laid out in the training part (n_fit {data.n_fit})")
-    model, (valid_row, test_row), (judged, tested) = _fit_and_score(
+    model, seconds, (judged, tested) = _fit_and_predict(
         make_model,
         data.X_train.iloc[fit],
         data.y_train.iloc[fit],
-        [(data.X_train.iloc[judge], data.y_train.iloc[judge]), (data.X_test, data.y_test)],
-        data.classes,
+        [data.X_train.iloc[judge], data.X_test],
     )
-    rows = [{"split": "cv", "fold": 0, **valid_row}, {"split": "test", "fold": -1, **test_row}]
+    if calibration is not None:  # on the holdout's decision values: no other rows are held out
+        started = time.perf_counter()
+        truth = data.y_train.iloc[judge]
+        model = _calibrated(model, calibration, judged.raw, truth, [judged, tested])
+        seconds += time.perf_counter() - started
+    classes = data.classes
+    judged_scores, test_scores = judged.scores(classes), tested.scores(classes)
+    judged_row = judged.row(data.y_train.iloc[judge], judged_scores, classes, seconds)
+    test_row = tested.row(data.y_test, test_scores, classes, seconds)
+    rows = [{"split": "cv", "fold": 0, **judged_row}, {"split": "test", "fold": -1, **test_row}]
     evaluation = _judged(model, rows, metric)
-    if judged is not None and tested is not None:
+    if judged.is_proba and tested.is_proba:
         judged_rows = np.arange(data.n_fit, len(data.y_train))
         folds = np.zeros(len(judged_rows), np.int8)
-        evaluation.predictions = prediction_frame(data, judged_rows, folds, judged, tested)
+        evaluation.predictions = prediction_frame(
+            data, judged_rows, folds, judged_scores, test_scores
+        )
     return evaluation
 
 
@@ -325,27 +362,106 @@ def _judged(model: ClassifierMixin, rows: list[dict[str, Any]], metric: str) -> 
     )
 
 
-def _fit_and_score(
+@dataclass
+class _Answers:
+    """A fitted model's answers on one set of rows: its predicted labels and ``raw`` scores,
+    ``predict_proba`` (``is_proba``), else ``decision_function``, else None, in the layout of
+    the model's ``classes``."""
+
+    labels: np.ndarray
+    raw: np.ndarray | None
+    is_proba: bool
+    classes: list
+    seconds: float  # predicting them
+
+    def scores(self, classes: list) -> np.ndarray | None:
+        return None if self.raw is None else align(self.raw, self.classes, classes)
+
+    def row(
+        self, truth: pd.Series, scores: np.ndarray | None, classes: list, fit_seconds: float
+    ) -> dict[str, float]:
+        """Every metric (from ``scores``, the answers' aligned scores), the fit's seconds (on
+        every row of that fit) and the seconds to predict and score."""
+        started = time.perf_counter()
+        row = compute_metrics(truth, self.labels, scores, classes)
+        row["fit_seconds"] = fit_seconds
+        row["predict_seconds"] = self.seconds + time.perf_counter() - started
+        return row
+
+
+def _fit_and_predict(
     make_model: Callable[[], ClassifierMixin],
     X_fit: pd.DataFrame,
     y_fit: pd.Series,
-    evaluations: list[tuple[pd.DataFrame, pd.Series]],
-    classes: list,
-) -> tuple[ClassifierMixin, list[dict[str, float]], list[np.ndarray | None]]:
-    """Fit once, then score on each (X, y) pair; fit time is reported on every row. Also
-    returns each pair's class probabilities (None for a model without ``predict_proba``)."""
+    evaluations: list[pd.DataFrame],
+) -> tuple[ClassifierMixin, float, list[_Answers]]:
+    """Fit once, then answer on each frame; also returns the fit's seconds."""
     model = make_model()
     started = time.perf_counter()
     model.fit(X_fit, y_fit)
     fit_seconds = time.perf_counter() - started
-    rows, probabilities = [], []
-    for X_eval, y_eval in evaluations:
+    answers = []
+    for X_eval in evaluations:
         predicted = time.perf_counter()
-        predictions = model.predict(X_eval)
-        scores = class_scores(model, X_eval, classes)
-        row = compute_metrics(y_eval, predictions, scores, classes)
-        row["fit_seconds"] = fit_seconds
-        row["predict_seconds"] = time.perf_counter() - predicted
-        rows.append(row)
-        probabilities.append(scores if hasattr(model, "predict_proba") else None)
-    return model, rows, probabilities
+        labels = np.asarray(model.predict(X_eval))
+        raw, is_proba = None, hasattr(model, "predict_proba")
+        if is_proba:
+            raw = np.asarray(model.predict_proba(X_eval), dtype=float)
+        elif hasattr(model, "decision_function"):
+            raw = np.asarray(model.decision_function(X_eval), dtype=float)
+        classes = list(model.classes_)
+        answers.append(_Answers(labels, raw, is_proba, classes, time.perf_counter() - predicted))
+    return model, fit_seconds, answers
+
+
+def _calibration_of(
+    make_model: Callable[[], ClassifierMixin],
+) -> tuple[Callable[[], ClassifierMixin], CalibratedClassifier | None]:
+    """What to fit and the calibration to add after: a model whose last step is a
+    :class:`CalibratedClassifier` is fitted with the estimator it wraps in that step's place."""
+    template = make_model()
+    last = template[-1] if isinstance(template, Pipeline) else template
+    if not isinstance(last, CalibratedClassifier):
+        return make_model, None
+
+    def make_base() -> ClassifierMixin:
+        model = make_model()
+        if isinstance(model, Pipeline):
+            name, wrapper = model.steps[-1]
+            return Pipeline([*model.steps[:-1], (name, wrapper.estimator)])
+        return model.estimator
+
+    return make_base, last
+
+
+def _calibrated(
+    model: ClassifierMixin,
+    calibration: CalibratedClassifier,
+    decisions: np.ndarray,
+    truth: pd.Series,
+    answers: list[_Answers],
+) -> ClassifierMixin:
+    """``model`` (fitted without ``calibration``) with its last step wrapped by it, the maps
+    fitted on held-out ``decisions`` of rows whose classes are ``truth``; ``answers`` (decision
+    values of this configuration) become the probabilities the calibrated model gives."""
+    final = model[-1] if isinstance(model, Pipeline) else model
+    wrapper = clone(calibration).calibrate(decisions, truth, estimator=final)
+    for answer in answers:
+        answer.raw = wrapper.probabilities(answer.raw)
+        answer.is_proba, answer.classes = True, list(wrapper.classes_)
+    if isinstance(model, Pipeline):
+        return Pipeline([*model.steps[:-1], (model.steps[-1][0], wrapper)])
+    return wrapper
+
+
+def _in_row_order(parts: list[tuple[np.ndarray, _Answers]], n_rows: int) -> np.ndarray:
+    """The folds' decision values as one array, each row at its position in the training part."""
+    first = parts[0][1].raw
+    if first is None:
+        raise ValueError("a calibrated classifier's estimator has no decision_function")
+    out = np.zeros((n_rows, *first.shape[1:]), np.float64)
+    for rows, answers in parts:
+        if answers.raw is None or answers.raw.shape[1:] != first.shape[1:]:
+            raise ValueError("the CV folds' models disagree on the classes: cannot calibrate")
+        out[rows] = answers.raw
+    return out

@@ -3,7 +3,9 @@
 The pipeline carries its own preprocessing, so a stored model predicts on raw rows: numbers are
 imputed (median), string columns one-hot encoded (unseen categories are ignored, missing is a
 category of its own), or with ``_ordinal`` numbered, then the special keys of the method JSON
-add scaling and PCA.
+add scaling and PCA. A classifier without ``predict_proba`` (SVC, SGD with a hinge loss) is
+wrapped in a :class:`~atm_core.estimators.CalibratedClassifier`, so every stored model answers
+``predict_proba``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from sklearn.preprocessing import (
 from atm_core.data.dataset import FeatureSchema
 from atm_core.estimators import (
     BlockwiseStandardScaler,
+    CalibratedClassifier,
     Float32Columns,
     PCAComponents,
     StackedColumns,
@@ -89,8 +92,11 @@ def build_pipeline(
     *,
     random_state: int | None = None,
     n_jobs: int | None = None,
+    calibrate: bool = True,
 ) -> Pipeline:
-    """An unfitted pipeline: preprocessing, optional scaling/PCA, then the estimator."""
+    """An unfitted pipeline: preprocessing, optional scaling/PCA, then the estimator, which
+    (``calibrate``, the default) a :class:`CalibratedClassifier` wraps when it has a decision
+    function but no ``predict_proba``."""
     cls = import_class(estimator_class)
     kwargs = estimator_kwargs(values)
     accepted = inspect.signature(cls.__init__).parameters
@@ -129,8 +135,17 @@ def build_pipeline(
                 ),
             )
         )
-    steps.append(("estimator", cls(**kwargs)))
+    estimator = cls(**kwargs)
+    if calibrate and needs_calibration(estimator):
+        estimator = CalibratedClassifier(estimator)
+    steps.append(("estimator", estimator))
     return Pipeline(steps)
+
+
+def needs_calibration(estimator: Any) -> bool:
+    """A classifier that ranks (``decision_function``) but gives no probabilities: SVC without
+    ``probability=True``, SGDClassifier with a hinge or squared hinge loss (pa, sgd)."""
+    return hasattr(estimator, "decision_function") and not hasattr(estimator, "predict_proba")
 
 
 def preprocessor(

@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import suite
-from quality import score
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from systems import score
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = {

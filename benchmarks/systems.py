@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -26,6 +28,7 @@ import yaml
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
+BENCHMARKS = Path(__file__).resolve().parent
 SEARCH_SHARE = 0.85  # of the budget spent searching; the rest is left for the final refit
 CV_FOLDS = 5
 SEED = 0
@@ -82,17 +85,40 @@ def roc_auc(y_true: pd.Series | np.ndarray, scores: np.ndarray, classes: list) -
     return float(np.mean([roc_auc_score(y_true == c, scores[:, k]) for k, c in enumerate(classes)]))
 
 
+def score(model: Any, test: pd.DataFrame, label: str, classes: list) -> dict[str, float]:
+    """Test ROC AUC (binary: second sorted class; else OvR macro), accuracy, macro-F1, log loss
+    (NaN without probabilities): every system is scored by this one function."""
+    from sklearn.metrics import accuracy_score, f1_score, log_loss
+
+    X, y = test.drop(columns=[label]), test[label]
+    predictions = model.predict(X)
+    scores, is_proba = class_scores(model, X, classes)
+    return {
+        "auc": roc_auc(y, scores, classes),
+        "accuracy": float(accuracy_score(y, predictions)),
+        "f1_macro": float(f1_score(y, predictions, average="macro", zero_division=0)),
+        "log_loss": float(log_loss(y, scores, labels=classes)) if is_proba else math.nan,
+    }
+
+
 def _xy(train: pd.DataFrame, label: str) -> tuple[pd.DataFrame, pd.Series]:
     return train.drop(columns=[label]), train[label]
 
 
 def _pipeline(estimator: str, values: dict[str, Any], X: pd.DataFrame, threads: int) -> Any:
-    """ATM's own preprocessing (imputation, one-hot, optional scaling) before the estimator."""
+    """ATM's own preprocessing (imputation, one-hot, optional scaling) before the estimator.
+    An SVC stays uncalibrated: Optuna's trials rank it by its decision function, and a
+    calibrated SVC's plain ``fit`` would cross-validate itself (3 more fits per trial)."""
     from atm_core.data.dataset import FeatureSchema
     from atm_core.pipeline import build_pipeline
 
     return build_pipeline(
-        estimator, values, FeatureSchema.infer(X), random_state=SEED, n_jobs=threads
+        estimator,
+        values,
+        FeatureSchema.infer(X),
+        random_state=SEED,
+        n_jobs=threads,
+        calibrate=False,
     )
 
 
@@ -439,6 +465,88 @@ def fit_optuna(train, label, budget_seconds, threads, workdir, options=None) -> 
     return FitResult(model, len(study.trials), best.params["method"], details)
 
 
+# -- AutoGluon (its own virtualenv) ---------------------------------------------------------------
+AUTOGLUON_RUNNER = BENCHMARKS / "peers" / "autogluon_runner.py"
+
+
+def autogluon_python() -> Path:
+    """The interpreter of AutoGluon's virtualenv (``ATM_BENCH_AUTOGLUON_PYTHON`` overrides)."""
+    default = BENCHMARKS / ".venv-autogluon" / "bin" / "python"
+    return Path(os.environ.get("ATM_BENCH_AUTOGLUON_PYTHON", default))
+
+
+def autogluon_version() -> str:
+    """autogluon.tabular's version in its virtualenv, or why there is none."""
+    python = autogluon_python()
+    if not python.exists():
+        return "not installed"
+    code = "from importlib.metadata import version; print(version('autogluon.tabular'))"
+    found = subprocess.run(
+        [str(python), "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return found.stdout.strip() or "not importable"
+
+
+class PeerModel:
+    """A model fitted by a peer in another interpreter: ``predict`` and ``predict_proba`` run
+    its runner's ``predict`` command on the rows (one call answers both for the same frame)."""
+
+    def __init__(self, python: Path, runner: Path, model_dir: Path, classes: list, workdir: Path):
+        self.python, self.runner, self.model_dir, self.workdir = python, runner, model_dir, workdir
+        self.classes_ = np.asarray(classes)
+        self._last: tuple[int, pd.DataFrame] | None = None
+
+    def _predicted(self, X: pd.DataFrame) -> pd.DataFrame:
+        if self._last is not None and self._last[0] == id(X):
+            return self._last[1]
+        rows, out = self.workdir / "predict-rows.parquet", self.workdir / "predictions.parquet"
+        X.to_parquet(rows, index=False)
+        command = [str(self.python), str(self.runner), "predict", "--model-dir"]
+        command += [str(self.model_dir), "--data", str(rows), "--output", str(out)]
+        subprocess.run(command, check=True)
+        predicted = pd.read_parquet(out)
+        rows.unlink()
+        self._last = (id(X), predicted)
+        return predicted
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self._predicted(X)["prediction"].to_numpy()
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        predicted = self._predicted(X)
+        return predicted[[f"p{k}" for k in range(len(self.classes_))]].to_numpy(dtype=float)
+
+
+def fit_autogluon(train, label, budget_seconds, threads, workdir, options=None) -> FitResult:
+    """``TabularPredictor(label, eval_metric=roc_auc | roc_auc_ovr_macro).fit(train,
+    time_limit=budget, num_cpus=threads)``, the default preset, in AutoGluon's own virtualenv
+    (``benchmarks/peers/setup_autogluon.sh``) through ``peers/autogluon_runner.py``. The whole
+    budget is its time limit: AutoGluon keeps its fit, ensemble included, within it and does
+    not refit afterwards (medium_quality). The seed moves its holdout split."""
+    python = autogluon_python()
+    if not python.exists():
+        raise RuntimeError(
+            f"no AutoGluon interpreter at {python}: run bash benchmarks/peers/setup_autogluon.sh"
+        )
+    path, result = workdir / "train.parquet", workdir / "autogluon.json"
+    model_dir = workdir / "artifacts" / "autogluon"  # deleted with ATM's model files
+    train.to_parquet(path, index=False)
+    command = [str(python), str(AUTOGLUON_RUNNER), "fit", "--train", str(path), "--label", label]
+    command += ["--time-limit", str(budget_seconds), "--seed", str(SEED)]
+    command += ["--threads", str(threads), "--model-dir", str(model_dir), "--output", str(result)]
+    subprocess.run(command, check=True)
+    record = json.loads(result.read_text())
+    details = {
+        key: record[key]
+        for key in ("fit_seconds", "process_seconds", "ensemble_weights", "leaderboard", "versions")
+    }
+    model = PeerModel(python, AUTOGLUON_RUNNER, model_dir, record["classes"], workdir)
+    return FitResult(model, record["models_trained"], str(record["model_best"]), details)
+
+
 # -- untuned baselines -----------------------------------------------------------------------------
 def fit_hgb(train, label, budget_seconds, threads, workdir, options=None) -> FitResult:
     """HistGradientBoostingClassifier with scikit-learn's defaults, ATM's preprocessing."""
@@ -457,6 +565,7 @@ SYSTEMS: dict[str, Callable[..., FitResult]] = {
     "flaml": fit_flaml,
     "flaml_sklearn": fit_flaml_sklearn,
     "optuna": fit_optuna,
+    "autogluon": fit_autogluon,
     "hgb": fit_hgb,
     "rf": fit_rf,
 }

@@ -88,8 +88,12 @@ def test_a_holdout_stores_the_judged_rows_only(iris_path: str) -> None:
 
 def test_a_model_without_predict_proba_stores_no_predictions(pollution_path: str) -> None:
     data, schema = _data(pollution_path)
+    # build_pipeline calibrates an SVC (tests/test_calibration.py); a bare one has no probabilities
     evaluation = evaluate(
-        lambda: build_pipeline("sklearn.svm.SVC", {}, schema, random_state=0), data, "roc_auc", 0
+        lambda: build_pipeline("sklearn.svm.SVC", {}, schema, random_state=0, calibrate=False),
+        data,
+        "roc_auc",
+        0,
     )
     assert evaluation.predictions is None
     assert evaluation.cv_judgment_metric > 0  # still judged on its decision function

@@ -8,16 +8,19 @@ errors here: the catalogue must not lean on anything 1.9 is about to remove.
 The configuration is the centre of each partition's space (the middle point of a 3-point grid,
 the geometric centre for ``*_exp``): deterministic, and it keeps mlp's 60 partitions affordable
 (random layer sizes up to 256 x 3 triple the run time). The judgment metric is roc_auc (macro
-on iris), which needs predict_proba or decision_function: every method must be able to rank.
+on iris), which needs predict_proba or decision_function: every method must be able to rank,
+and every stored model must answer predict_proba with rows that sum to 1.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import pickle
 import warnings
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 import sklearn
 from sklearn.exceptions import ConvergenceWarning
@@ -103,6 +106,13 @@ def test_every_hyperpartition_trains(
         assert 0.0 <= evaluation.test_judgment_metric <= 1.0, partition.label()
         predictions = set(evaluation.model.predict(data.X_test))
         assert predictions <= set(data.classes), partition.label()
+        # every stored model answers predict_proba (SVC and hinge-loss SGD through their
+        # calibration), so every classifier stores held-out probabilities for the ensemble
+        stored = pickle.loads(pickle.dumps(evaluation.model))
+        probabilities = stored.predict_proba(data.X_test)
+        assert probabilities.shape == (len(data.X_test), len(data.classes)), partition.label()
+        assert np.allclose(probabilities.sum(axis=1), 1.0), partition.label()
+        assert evaluation.predictions is not None, partition.label()
     assert not failures, "\n".join(failures)
 
 
