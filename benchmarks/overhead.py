@@ -484,12 +484,15 @@ def run_flow(
         "budget": budget,
         "gridding": ctx.args.gridding,
         "n_parallel": ctx.args.flow_parallel,
-        "database_url": backend.url,
-        "artifact_root": backend.artifact_root,
     }
     if ctx.args.time_limit is not None:
         parameters["time_limit"] = ctx.args.time_limit
-    spec = {"parameters": parameters, "prefect_home": str(backend.folder / "prefect-home")}
+    spec = {
+        "parameters": parameters,
+        "prefect_home": str(backend.folder / "prefect-home"),
+        "database_url": backend.url,
+        "artifact_root": backend.artifact_root,
+    }
     result = ctx.child("flow", spec, ctx.env(backend), backend.folder)
     rows = read_classifiers(backend.url)
     records = result.pop("records")
@@ -1014,6 +1017,7 @@ def child_loop(spec: dict[str, Any]) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
     from atm_core.artifacts import serialize_model
+    from atm_core.data.dataset import FeatureSchema
     from atm_core.data.split import load_train_test
     from atm_core.evaluation import evaluate, resolve_metric, silence_fit_warnings
     from atm_core.modelhub import ModelHub
@@ -1025,7 +1029,7 @@ def child_loop(spec: dict[str, Any]) -> dict[str, Any]:
     hub = ModelHub(settings=settings)
     datarun = hub.get_datarun(spec["datarun_id"])
     dataset = hub.get_dataset(datarun.dataset_id)
-    schema = hub.schema_of(dataset)
+    schema = FeatureSchema.from_json(dataset.feature_schema)
     classes = {hp.id: hp.estimator_class for hp in hub.hyperpartitions(datarun.id)}
     configs = [
         (c.id, classes[c.hyperpartition_id], c.hyperparameters_values)
@@ -1080,11 +1084,16 @@ def child_flow(spec: dict[str, Any]) -> dict[str, Any]:
     for name in ("PREFECT_API_URL", "PREFECT_PROFILE"):
         os.environ.pop(name, None)
     os.environ["PREFECT_HOME"] = spec["prefect_home"]
-    from flows.cli import prepare_prefect_environment
+    from atm_core.settings import load_settings
+    from flows.cli import prepare_environment
 
-    prepare_prefect_environment(verbose=False)
+    prepare_environment(
+        load_settings(database_url=spec["database_url"], artifact_root=spec["artifact_root"]),
+        verbose=False,
+    )
     server_start, empty_flow = server_start_seconds()
 
+    import atm_core.driver
     import flows.datarun
     import flows.tasks
 
@@ -1106,7 +1115,7 @@ def child_flow(spec: dict[str, Any]) -> dict[str, Any]:
 
     flows.tasks.core_train_classifier = recording
     claims: list[float] = []
-    claim = flows.datarun.next_claim
+    claim = atm_core.driver.next_claim
 
     def timed_claim(*args: Any, **kwargs: Any) -> Any:
         """The flow's proposal + reservation (``next_claim``), timed."""
@@ -1116,7 +1125,7 @@ def child_flow(spec: dict[str, Any]) -> dict[str, Any]:
         finally:
             claims.append(time.perf_counter() - began)
 
-    flows.datarun.next_claim = timed_claim
+    atm_core.driver.next_claim = timed_claim
     started_at, started = utcnow(), time.perf_counter()
     summary = flows.datarun.datarun(**spec["parameters"])
     return {

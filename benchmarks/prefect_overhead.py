@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/prefect_overhead.py --budget 40 --method dt --dataset pollution
 
-(a) ``atm_core.worker.Worker`` alone: enter_data + Worker.run + finalize, no Prefect at all;
+(a) the core driver alone: enter_data + ``atm_core.driver.Driver.run``, no Prefect at all;
 (b) the ``atm`` flow in embedded mode (no server, no PREFECT_API_URL) with ``n_parallel`` 1 and 2:
 ingest, enumerate, one task per classifier, finalize, UI artifacts.
 
@@ -83,34 +83,31 @@ def count(settings) -> tuple[int, int, float]:
 
 
 def run_worker(settings, request) -> float:
-    from atm_core.worker import Worker
-
-    from atm_core import results
     from atm_core.dataruns import enter_data
+    from atm_core.driver import Driver
     from atm_core.modelhub import ModelHub
 
     hub = ModelHub(settings=settings)
     try:
         started = time.perf_counter()
         datarun_id = enter_data(hub, request).dataruns[0].id
-        Worker(hub, datarun_ids=[datarun_id]).run()
-        results.finalize(hub, datarun_id)
+        Driver(hub, datarun_ids=[datarun_id]).run()
         return time.perf_counter() - started
     finally:
         hub.close()
 
 
 def run_flow(settings, request, n_parallel: int) -> float:
+    from flows.cli import prepare_environment
     from flows.datarun import datarun
 
+    prepare_environment(settings, verbose=False)  # the flow reads its settings there
     started = time.perf_counter()
     summary = datarun(
         train_path=request.train_path,
         methods=request.methods,
         budget=request.budget,
         n_parallel=n_parallel,
-        database_url=settings.database_url,
-        artifact_root=settings.artifact_root,
     )
     elapsed = time.perf_counter() - started
     assert summary["status"] == "complete", summary

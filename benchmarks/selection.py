@@ -69,14 +69,21 @@ def picks(hub: Any, datarun_id: int) -> dict[str, Any]:
 
 
 def refit_and_score(hub: Any, classifier: Any, dataset_name: str, threads: int) -> float:
+    from atm_core.data.dataset import FeatureSchema
     from atm_core.isolation import fit_threads
-    from atm_core.results import classifier_pipeline
+    from atm_core.pipeline import build_pipeline
 
     train, test, label = suite.load(dataset_name)
     partition = hub.get_hyperpartition(classifier.hyperpartition_id)
     datarun = hub.get_datarun(classifier.datarun_id)
-    schema = hub.schema_of(hub.get_dataset(datarun.dataset_id))
-    model = classifier_pipeline(classifier, partition, datarun, schema, threads)
+    schema = FeatureSchema.from_json(hub.get_dataset(datarun.dataset_id).feature_schema)
+    model = build_pipeline(
+        partition.estimator_class,
+        classifier.hyperparameters_values,
+        schema,
+        random_state=datarun.seed,
+        n_jobs=threads,
+    )
     X, y = train.drop(columns=[label]), train[label]
     with fit_threads(threads):
         model.fit(X, y)

@@ -47,6 +47,10 @@ class Stack:
             folder / "prefect-home",
             PREFECT_API_URL=self.api_url,
             PREFECT_WORKER_QUERY_SECONDS="2",
+            # the server streams run logs, so `deployment run --watch` shows them (as
+            # infra/stack.sh configures it)
+            PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED="true",
+            PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED="true",
             ATM_DATABASE_URL=f"sqlite:///{folder / 'atm.db'}",
             ATM_ARTIFACT_ROOT=str(folder / "artifacts"),
             ATM_POLL_SECONDS="0.5",
