@@ -4,7 +4,9 @@ the checks and the stored columns come from it."""
 from __future__ import annotations
 
 import inspect
+import re
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect as schema_of
@@ -128,3 +130,17 @@ def test_unknown_option_names_are_refused() -> None:
 def test_a_deadline_may_be_a_datetime() -> None:
     stored, _ = validate_options(DatarunRequest("x.csv", deadline=datetime(2099, 1, 1)))
     assert stored["deadline"] == datetime(2099, 1, 1)
+
+
+def test_the_readme_table_lists_every_option_with_its_default() -> None:
+    """The README's option table is written by hand: it must stay true to the spec."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = {}
+    for line in readme.splitlines():
+        match = re.match(r"\| `(\w+)`[^|]*\|([^|]*)\|", line)
+        if match:
+            rows[match.group(1)] = match.group(2).strip().strip("`")
+    for item in options.spec():
+        assert item.name in rows, f"README lacks option {item.name}"
+        expected = "" if item.default is None else str(item.default)
+        assert rows[item.name] == expected, item.name
