@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import NoReturn
 
 from rich.console import Console
 
-from atm_core.errors import ATMError, DataError
+from atm_core.errors import ATMError, DataError, mask_secrets
 from atm_core.options import add_datarun_flags, from_arguments
 from atm_core.settings import Settings, load_settings
 
@@ -26,14 +28,29 @@ DEMO_DATA_DIR = Path(__file__).resolve().parent / "demo_data"
 Handler = Callable[[argparse.Namespace, Settings, Console], int | None]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, whose error messages (which quote what was typed) never show a password."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(mask_secrets(message))
+
+
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """Where ATM keeps things; accepted before or after the command (``atm --database-url URL
+    status`` and ``atm status --database-url URL``)."""
     group = parser.add_argument_group("where ATM keeps things (default: ATM_* variables)")
-    group.add_argument("--config", help="YAML settings file (or ATM_CONFIG)")
     group.add_argument(
-        "--database-url", help="ModelHub URL (ATM_DATABASE_URL, default sqlite:///atm.db)"
+        "--config", default=argparse.SUPPRESS, help="YAML settings file (or ATM_CONFIG)"
     )
     group.add_argument(
-        "--artifact-root", help="models and metrics root (ATM_ARTIFACT_ROOT, default ./artifacts)"
+        "--database-url",
+        default=argparse.SUPPRESS,
+        help="ModelHub URL (ATM_DATABASE_URL, default sqlite:///atm.db)",
+    )
+    group.add_argument(
+        "--artifact-root",
+        default=argparse.SUPPRESS,
+        help="models and metrics root (ATM_ARTIFACT_ROOT, default ./artifacts)",
     )
 
 
@@ -41,6 +58,30 @@ def open_hub(settings: Settings):
     from atm_core.modelhub import ModelHub
 
     return ModelHub(settings=settings)
+
+
+def open_hub_patiently(settings: Settings, console: Console):
+    """The ModelHub, waiting (as for an outage mid-run) while its server does not answer: a
+    worker started before its database comes back. A wrong password or database name is
+    reported at once."""
+    from atm_core.errors import HubUnavailable
+
+    started, delay = time.monotonic(), 1.0
+    while True:
+        try:
+            return open_hub(settings)
+        except HubUnavailable as exc:
+            waited = time.monotonic() - started
+            if not exc.transient or waited + delay > settings.outage_patience_seconds:
+                raise
+            console.print(
+                f"Waiting for the ModelHub ({exc}); retrying in {delay:.0f}s",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -81,7 +122,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings, console: Console) -
     from atm_core.console import ConsoleReporter
     from atm_core.driver import Driver
 
-    hub = open_hub(settings)
+    hub = open_hub_patiently(settings, console)
     driver = None
     try:
         with ConsoleReporter(hub, console, verbose=not args.quiet) as reporter:
@@ -287,10 +328,11 @@ def add_model_choice(parser: argparse.ArgumentParser) -> None:
 
 # -- parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="atm",
         description="Auto Tune Models: search scikit-learn classifiers and their hyperparameters.",
     )
+    add_settings_flags(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
@@ -370,19 +412,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = load_settings(
-            args.config, database_url=args.database_url, artifact_root=args.artifact_root
+            getattr(args, "config", None),
+            database_url=getattr(args, "database_url", None),
+            artifact_root=getattr(args, "artifact_root", None),
         )
         return args.handler(args, settings, console) or 0
     except ATMError as exc:
-        # One line whatever the terminal width: Rich would otherwise wrap at 80 columns.
-        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-        Console(stderr=True).print(
-            f"atm {args.command}: error: {message}", highlight=False, markup=False, soft_wrap=True
+        return refuse(args.command, str(exc))
+    except Exception as exc:
+        from atm_core.modelhub.hub import DATABASE_ERRORS
+
+        if not isinstance(exc, DATABASE_ERRORS):
+            raise
+        from atm_core.modelhub.database import connection_error, create_hub_engine
+
+        return refuse(
+            args.command, str(connection_error(create_hub_engine(settings.database_url), exc))
         )
-        return EXIT_USAGE
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted; running work was released for the next worker")
         return 130
+
+
+def refuse(command: str, message: str) -> int:
+    """One line on stderr, whatever the terminal width (Rich would wrap at 80 columns), with
+    any password masked; the usage exit code."""
+    text = mask_secrets(" ".join(line.strip() for line in message.splitlines() if line.strip()))
+    Console(stderr=True).print(
+        f"atm {command}: error: {text}", highlight=False, markup=False, soft_wrap=True
+    )
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":

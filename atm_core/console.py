@@ -217,6 +217,14 @@ class ConsoleReporter(Reporter):
     def no_dataruns(self) -> None:
         self._print("No dataruns found. Exiting.")
 
+    def datarun_skipped(self, datarun_id: int, reason: str) -> None:
+        self.progress.console.print(
+            f"Leaving datarun {datarun_id} to other workers: {reason}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+
     def infrastructure_down(self, error: BaseException, retry_in: float) -> None:
         first_line = str(error).strip().splitlines()[:1] or [type(error).__name__]
         self.progress.console.print(

@@ -143,10 +143,24 @@ def default_portfolio(info: DatasetInfo) -> list[str]:
     return list(PORTFOLIO)
 
 
+def absolute_location(path: str | None) -> str | None:
+    """A local path made absolute (workers in other folders read it as it was meant); URLs
+    (``s3://``, ``https://``) as given."""
+    if not path or "://" in path:
+        return path
+    return str(Path(path).expanduser().resolve())
+
+
 def check_request(request: DatarunRequest) -> tuple[DatasetInfo, dict[str, Any], list[Method]]:
     """Validate every option and the data itself; nothing is written."""
     options, methods = validate_options(request)
-    info, train, test = inspect_dataset(request.train_path, request.class_column, request.test_path)
+    if not request.train_path:
+        raise ConfigError("train_path is required: a CSV or parquet file with a label column")
+    info, train, test = inspect_dataset(
+        absolute_location(request.train_path),
+        request.class_column,
+        absolute_location(request.test_path),
+    )
     if request.methods is None:
         methods = [load_method(name) for name in default_portfolio(info)]
     metric = resolve_metric(request.metric, info.k_classes)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Hashable
@@ -24,14 +25,22 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from atm_core import results
-from atm_core.errors import NotFoundError
+from atm_core.errors import ATMError, DataUnavailable, NotFoundError
 from atm_core.evaluation import silence_fit_warnings
 from atm_core.memory import give_back
 from atm_core.modelhub.claims import Claim, DuplicateProposal
 from atm_core.modelhub.history import search_state
 from atm_core.modelhub.hub import ModelHub
-from atm_core.modelhub.models import BudgetType, Datarun, HyperpartitionStatus, utcnow
+from atm_core.modelhub.models import (
+    BudgetType,
+    Datarun,
+    Hyperpartition,
+    HyperpartitionStatus,
+    utcnow,
+)
 from atm_core.reporting import ClassifierResult, Reporter
+from atm_core.search.catalogue import builtin_methods, load_method
+from atm_core.search.plugins import is_custom
 from atm_core.search.proposal import propose
 from atm_core.training import (
     INFRASTRUCTURE_ERRORS,
@@ -44,6 +53,7 @@ from atm_core.training import (
 )
 
 PROPOSAL_ATTEMPTS = 5
+log = logging.getLogger(__name__)
 MAX_OUTAGE_DELAY = 30.0  # seconds between checks of a lost database or store
 
 
@@ -158,6 +168,7 @@ class Driver:
     reporter: Reporter = field(default_factory=Reporter)
     results: list[ClassifierResult] = field(default_factory=list)
     completed: set[int] = field(default_factory=set)  # dataruns this driver completed
+    skipped: dict[int, str] = field(default_factory=dict)  # dataruns it left, and why
     _in_flight: dict[Hashable, tuple[Claim, dict[str, float]]] = field(default_factory=dict)
     _started: set[int] = field(default_factory=set)
     _finalizing: set[int] = field(default_factory=set)
@@ -171,7 +182,9 @@ class Driver:
     def run(self) -> Driver:
         """Drive until no datarun has work left; returns itself (``results``, ``completed``).
 
-        Unknown ``datarun_ids`` are refused before any work.
+        Unknown ``datarun_ids`` are refused before any work. A datarun this driver cannot work
+        on (its data unreadable here, or custom code that the ``custom_code`` setting refuses)
+        is left to other workers, and reported at the end as an error.
         """
         if self.datarun_ids:
             missing = self.hub.missing_dataruns(self.datarun_ids)
@@ -194,6 +207,8 @@ class Driver:
         finally:
             assert self.execution is not None
             self.execution.close()
+        if self.skipped:
+            raise ATMError("; ".join(self.skipped.values()))
         return self
 
     # -- one round --------------------------------------------------------------------------
@@ -201,7 +216,9 @@ class Driver:
         """Claim up to ``n_parallel`` classifiers, then collect one; False when all is done."""
         for datarun_id in list(self._finalizing):  # interrupted by an outage: again
             self._finalize(self.hub.get_datarun(datarun_id))
-        dataruns = self.hub.dataruns_by_priority(self.datarun_ids)
+        dataruns = [
+            d for d in self.hub.dataruns_by_priority(self.datarun_ids) if d.id not in self.skipped
+        ]
         if not stopping:
             for datarun in dataruns:
                 self._fill(datarun)
@@ -225,6 +242,10 @@ class Driver:
         to give and nothing of it runs here."""
         if datarun.id not in self._started:
             self._started.add(datarun.id)
+            refused = self._refused_code(datarun)
+            if refused:
+                self._skip(datarun.id, refused)
+                return
             self.reporter.datarun_started(datarun, self.hub.get_dataset(datarun.dataset_id))
         while len(self._in_flight) < self.n_parallel:
             clock = Stopwatch()
@@ -245,6 +266,11 @@ class Driver:
         claim, laps = self._in_flight[handle]
         try:
             result = self.execution.outcome(handle)  # type: ignore[union-attr]
+        except DataUnavailable as exc:  # nothing the classifier did: its slot goes back
+            del self._in_flight[handle]
+            self.hub.release(claim)
+            self._skip(claim.datarun_id, str(exc))
+            return
         except Exception as exc:  # its retries are spent: record it, never as a success
             del self._in_flight[handle]
             leftover = record_failure(self.hub, claim, exc)
@@ -265,6 +291,22 @@ class Driver:
             self._finish(datarun)
         give_back(collect=False)  # the round's buffers (pickles, parquet, queries): ~10 MB
 
+    def _skip(self, datarun_id: int, reason: str) -> None:
+        self.skipped[datarun_id] = reason
+        self.reporter.datarun_skipped(datarun_id, reason)
+
+    def _refused_code(self, datarun: Datarun) -> str | None:
+        """Why this driver refuses the datarun's custom code (None: it runs it)."""
+        if self.hub.settings.custom_code == "allow":
+            return None
+        custom = custom_code(datarun, self.hub.hyperpartitions(datarun.id))
+        if not custom:
+            return None
+        return (
+            f"datarun {datarun.id} runs code of its own ({', '.join(custom)}), which this "
+            "worker refuses (ATM_CUSTOM_CODE=refuse)"
+        )
+
     # -- the end of a datarun ---------------------------------------------------------------
     def _finish(self, datarun: Datarun) -> None:
         """Complete the datarun if its work is done (exactly one driver does), then finalize."""
@@ -273,7 +315,10 @@ class Driver:
             self._finalize(datarun)
 
     def _finalize(self, datarun: Datarun) -> None:
-        self.execution.finalize(datarun.id)  # type: ignore[union-attr]
+        try:
+            self.execution.finalize(datarun.id)  # type: ignore[union-attr]
+        except ATMError as exc:  # the datarun is complete; `atm ensemble` can choose it later
+            log.warning("datarun %d is complete, but finalizing it failed: %s", datarun.id, exc)
         self._finalizing.discard(datarun.id)
         self.completed.add(datarun.id)
         ended = self.hub.get_datarun(datarun.id)
@@ -321,6 +366,19 @@ def _failed_result(claim: Claim, error: BaseException) -> ClassifierResult:
         status="errored",
         error=f"{type(error).__name__}: {error}",
     )
+
+
+def custom_code(datarun: Datarun, partitions: list[Hyperpartition]) -> list[str]:
+    """The code of its own a datarun makes every worker run: selector or tuner files, and
+    estimator classes outside the built-in catalogue."""
+    builtin = {load_method(name).estimator_class for name in builtin_methods()}
+    found = [
+        f"{kind} {name}"
+        for kind, name in (("selector", datarun.selector), ("tuner", datarun.tuner))
+        if is_custom(name)
+    ]
+    found += sorted({p.estimator_class for p in partitions} - builtin)
+    return found
 
 
 def end_reason(hub: ModelHub, datarun: Datarun) -> str:

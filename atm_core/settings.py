@@ -25,12 +25,23 @@ ENV_PREFIX = "ATM_"
 
 
 def setting(
-    default: Any, description: str, *, minimum: float | None = None, strict: bool = False
+    default: Any,
+    description: str,
+    *,
+    minimum: float | None = None,
+    strict: bool = False,
+    choices: tuple[str, ...] | None = None,
 ) -> Any:
-    """A field with its help text; ``minimum`` is a lower bound, excluded when ``strict``."""
+    """A field with its help text; ``minimum`` is a lower bound, excluded when ``strict``;
+    ``choices`` are the values a text setting may take."""
     return field(
         default=default,
-        metadata={"description": description, "minimum": minimum, "strict": strict},
+        metadata={
+            "description": description,
+            "minimum": minimum,
+            "strict": strict,
+            "choices": choices,
+        },
     )
 
 
@@ -72,6 +83,12 @@ class Settings:
         "How often an idle worker re-checks a datarun others are finishing.",
         minimum=0,
         strict=True,
+    )
+    custom_code: str = setting(
+        "allow",
+        "Whether workers run dataruns that import code of their own (a custom method's class, "
+        "a selector or tuner file): allow, or refuse.",
+        choices=("allow", "refuse"),
     )
 
     def __post_init__(self) -> None:
@@ -171,6 +188,9 @@ def _integer(value: Any) -> int:
 
 
 def _check_bound(name: str, value: Any, metadata: Any) -> None:
+    choices = metadata.get("choices")
+    if choices and value not in choices:
+        raise ValueError(f"{name}: must be one of {', '.join(choices)}, got {value!r}")
     minimum = metadata.get("minimum")
     if minimum is None:
         return

@@ -23,6 +23,7 @@ from atm_core.artifacts import ArtifactStoreError, serialize_model
 from atm_core.data.dataset import FeatureSchema
 from atm_core.data.split import TrainTest, load_train_test
 from atm_core.ensemble import CANDIDATES
+from atm_core.errors import DataError, DataUnavailable
 from atm_core.evaluation import Evaluation, evaluate, resolve_metric, silence_fit_warnings
 from atm_core.isolation import ChildFailed, FitProcess, TimeLimitExceeded
 from atm_core.memory import configure_allocators, give_back
@@ -239,13 +240,17 @@ def train_classifier(
     if classifier.status != ClassifierStatus.RUNNING:
         result.status = classifier.status.value  # a retry of work already recorded
         return result
+    try:
+        data = cache.get(dataset, datarun)
+    except DataError as exc:  # not the model's fault: leave the datarun to a worker that can
+        message = f"datarun {datarun.id}: this worker cannot read its data: {exc}"
+        raise DataUnavailable(message) from None
     result.timings = clock.lap("load")
     reporter.classifier_started(claim, result.method, result.values)
     prefix = hub.store.classifier_prefix(datarun.id, classifier.id, claim.attempt)
     with Heartbeat(hub, claim) as heartbeat:
         try:
             result.metric = resolve_metric(datarun.metric, dataset.k_classes)
-            data = cache.get(dataset, datarun)
             # Built here, so that the estimator's modules are imported by this process and
             # inherited by the fit process it forks; the pipeline itself travels pickled.
             template = build_pipeline(

@@ -78,6 +78,9 @@ class FlowReporter(Reporter):
     def waiting(self, datarun: Datarun, running: int) -> None:
         self.progress.update()
 
+    def datarun_skipped(self, datarun_id: int, reason: str) -> None:
+        run_logger().warning("leaving datarun %d to other workers: %s", datarun_id, reason)
+
     def infrastructure_down(self, error: BaseException, retry_in: float) -> None:
         first_line = str(error).strip().splitlines()[:1] or [type(error).__name__]
         run_logger().warning(

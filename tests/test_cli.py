@@ -242,6 +242,8 @@ def test_an_unknown_datarun_is_one_line_and_exit_2(
     assert code == 2
     assert err.strip() == f"atm {command[0]}: error: no datarun with id 99 in the ModelHub"
     assert "Chose parameters" not in out  # nothing ran, not even on the known datarun 1
+
+
 @pytest.mark.slow
 def test_test_method_fits_every_partition_and_fails_on_a_broken_one(
     atm: Run, tmp_path: Path

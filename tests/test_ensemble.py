@@ -328,6 +328,8 @@ def test_upgrading_a_hub_of_revision_0004_keeps_its_classifiers(
         assert build_ensemble(hub, datarun.id) is None
     finally:
         hub.close()
+
+
 @pytest.mark.slow
 def test_predictions_are_stored_only_while_a_classifier_can_be_a_candidate(
     sqlite_hub: ModelHub, pollution_path: str, monkeypatch: pytest.MonkeyPatch

@@ -88,11 +88,15 @@ for _ in range(3):
 give_back()
 print(backend, rss_mb() - before)
 """
+
+
 @pytest.mark.slow
 def test_importing_atm_core_puts_arrows_parquet_code_on_malloc() -> None:
     backend, grown = run_python(PARQUET_WRITES).split()
     # on mimalloc, Arrow's default, the process kept 21 MB more
     assert backend == "system" and float(grown) < 8, grown
+
+
 @pytest.mark.slow
 def test_an_explicit_arrow_memory_pool_setting_wins() -> None:
     backend, _ = run_python(PARQUET_WRITES, ARROW_DEFAULT_MEMORY_POOL="mimalloc").split()

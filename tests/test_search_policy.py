@@ -173,6 +173,8 @@ if holder == 0:  # a process that holds the fit process's request pipe open
 print(process._child.pid, holder, flush=True)
 os.kill(os.getpid(), signal.SIGKILL)  # the worker dies without closing anything
 """
+
+
 @pytest.mark.slow
 def test_a_fit_process_leaves_once_its_worker_is_gone(tmp_path: Path) -> None:
     script = tmp_path / "orphan.py"
@@ -250,6 +252,8 @@ def test_default_time_limit_follows_the_budget(sqlite_hub: ModelHub, pollution_p
     assert classifier_time_limit(short) == pytest.approx(10, abs=0.5)  # 10 s left of 60
     deadline = datarun(deadline=datetime.now(UTC) + timedelta(seconds=30))
     assert classifier_time_limit(deadline) == pytest.approx(30, abs=1)
+
+
 @pytest.mark.slow
 def test_walltime_datarun_ends_on_time(
     sqlite_hub: ModelHub, pollution_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -385,6 +389,8 @@ def test_refit_best_model_uses_every_row(tmp_path: Path, iris_path: str) -> None
     exported = pickle.loads(path.read_bytes())
     assert exported.named_steps["estimator"].n_samples_fit_ == len(frame)
     assert (exported.predict(frame) == refit.predict(frame)).all()
+
+
 @pytest.mark.slow
 def test_run_with_extra_worker_processes(
     tmp_path: Path, pollution_path: str, monkeypatch: pytest.MonkeyPatch

@@ -323,6 +323,8 @@ def test_worker_limited_to_given_dataruns(sqlite_hub: ModelHub, pollution_path: 
     assert sqlite_hub.classifiers(first) == []
     assert sqlite_hub.get_datarun(first).status == DatarunStatus.PENDING
     assert statuses(sqlite_hub, second) == ["complete"] * 2
+
+
 @pytest.mark.slow
 def test_walltime_budget_stops_starting_classifiers(
     sqlite_hub: ModelHub, pollution_path: str
@@ -345,6 +347,8 @@ def test_walltime_budget_stops_starting_classifiers(
     assert datarun.status == DatarunStatus.COMPLETE
     assert datarun.end_time < end + timedelta(seconds=10)
     assert recorder.of("ended") == [("ended", datarun_id, "walltime budget has run out")]
+
+
 @pytest.mark.slow
 def test_deadline_stops_the_datarun(sqlite_hub: ModelHub, pollution_path: str) -> None:
     tomorrow = datetime.now(UTC) + timedelta(days=1)
@@ -358,6 +362,8 @@ def test_deadline_stops_the_datarun(sqlite_hub: ModelHub, pollution_path: str) -
     assert all(c.start_time < deadline for c in classifiers)
     assert sqlite_hub.get_datarun(datarun_id).status == DatarunStatus.COMPLETE
     assert recorder.of("ended") == [("ended", datarun_id, "the deadline has passed")]
+
+
 @pytest.mark.slow
 def test_total_time_stops_the_worker_not_the_datarun(
     sqlite_hub: ModelHub, pollution_path: str
@@ -502,6 +508,8 @@ def test_train_classifier_twice_does_not_redo_the_work(
     assert (first.status, second.status) == ("complete", "complete")
     again = sqlite_hub.get_classifier(claim.classifier_id)
     assert again.end_time == stored.end_time and again.model_sha256 == stored.model_sha256
+
+
 @pytest.mark.slow
 def test_sigkilled_worker_is_reclaimed(
     sqlite_hub: ModelHub, pollution_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -604,6 +612,8 @@ def check_shared_datarun(hub: ModelHub, datarun_id: int, budget: int, results) -
     frame = pd.read_csv(hub.get_dataset(hub.get_datarun(datarun_id).dataset_id).train_path)
     best = hub.load_model(hub.best_classifier(datarun_id).id)
     assert len(best.predict(frame.drop(columns=["class"]))) == len(frame)
+
+
 @pytest.mark.slow
 def test_worker_processes_on_sqlite_keep_the_budget(
     sqlite_hub: ModelHub, pollution_path: str

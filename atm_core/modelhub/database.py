@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from atm_core.errors import ConfigError
+from atm_core.errors import ConfigError, HubUnavailable
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -124,6 +124,30 @@ def current_revision(connection: Connection) -> str | None:
     if not inspect(connection).has_table("alembic_version"):
         return None
     return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+# MySQL client errors of a server that may come back (can't connect, gone away, lost
+# connection, server shutdown); anything else at connection time (a wrong password, an
+# unknown database) will not mend by waiting.
+MYSQL_TRANSIENT = {2002, 2003, 2005, 2006, 2013, 1053}
+POSTGRES_TRANSIENT = ("connection refused", "could not connect", "timeout", "shutting down")
+
+
+def connection_error(engine: Engine, error: BaseException) -> HubUnavailable:
+    """One line naming the ModelHub (its password masked) and what its driver said."""
+    original = getattr(error, "orig", None) or error
+    arguments = getattr(original, "args", ())
+    code = arguments[0] if arguments and isinstance(arguments[0], int) else None
+    said = str(arguments[1]) if code is not None and len(arguments) > 1 else str(original)
+    said = " ".join(said.split()) or type(original).__name__
+    if engine.dialect.name in ("mysql", "mariadb"):
+        transient = code in MYSQL_TRANSIENT
+    elif engine.dialect.name == "postgresql":
+        transient = any(part in said.lower() for part in POSTGRES_TRANSIENT)
+    else:
+        transient = False
+    where = engine.url.render_as_string(hide_password=True)
+    return HubUnavailable(f"cannot use the ModelHub at {where}: {said}", transient)
 
 
 def open_schema(engine: Engine) -> None:

@@ -15,14 +15,14 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import select, text
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import DatabaseError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import IntegrityError as DuplicateRow
 from sqlalchemy.orm import Session, sessionmaker
 
 from atm_core.errors import NotFoundError
 from atm_core.modelhub import claims
 from atm_core.modelhub.claims import Claim, Outcome
-from atm_core.modelhub.database import create_hub_engine, open_schema
+from atm_core.modelhub.database import connection_error, create_hub_engine, open_schema
 from atm_core.modelhub.models import (
     BudgetType,
     Classifier,
@@ -65,7 +65,11 @@ class ModelHub(Reads):
             settings = load_settings(database_url=database_url, artifact_root=artifact_root)
         self.settings = settings
         self.engine = create_hub_engine(settings.database_url)
-        open_schema(self.engine)
+        try:
+            open_schema(self.engine)
+        except (*DATABASE_ERRORS, DatabaseError) as exc:  # also: not a database at all
+            self.engine.dispose()
+            raise connection_error(self.engine, exc) from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.host = socket.gethostname()
 
