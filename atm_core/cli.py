@@ -170,6 +170,12 @@ def cmd_leaderboard(args: argparse.Namespace, settings: Settings, console: Conso
         console.print(f"leaderboard written to {args.output}")
     rows = hub.leaderboard_rows(datarun.id, limit=args.limit)
     console.print(leaderboard_table(rows, datarun, console.width))
+    lost = hub.lost_classifiers(datarun.id)
+    if lost:
+        console.print(
+            f"Files lost (atm verify), left out: {', '.join(f'#{c.id}' for c in lost)}",
+            highlight=False,
+        )
     if hub.get_ensemble(datarun.id) is not None:
         console.print(ensemble_table(hub, datarun))
     return 0
@@ -296,6 +302,23 @@ def cmd_test_method(args: argparse.Namespace, settings: Settings, console: Conso
     return 1 if failed else 0
 
 
+def cmd_verify(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    from atm_core.verification import verify
+
+    hub = open_hub(settings)
+    with console.status("reading every complete classifier's files..."):
+        report = verify(hub, [args.datarun_id] if args.datarun_id is not None else None)
+    for classifier_id, problem in sorted(report.lost.items()):
+        console.print(f"classifier {classifier_id}: {problem}", highlight=False, soft_wrap=True)
+    for datarun_id in report.ensembles_chosen_again:
+        console.print(f"datarun {datarun_id}: its ensemble was chosen again without them")
+    console.print(
+        f"{report.checked} classifiers checked, {len(report.lost)} with files lost",
+        highlight=False,
+    )
+    return 1 if report.lost else 0
+
+
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     from atm_core.modelhub.database import SCHEMA_HEAD, create_hub_engine, upgrade_schema
 
@@ -378,6 +401,13 @@ def build_parser() -> argparse.ArgumentParser:
     ensemble.add_argument("datarun_id", type=int)
 
     command("methods", cmd_methods, "list the built-in methods")
+
+    verify = command(
+        "verify",
+        cmd_verify,
+        "check complete classifiers' stored files against their hashes; flag lost ones",
+    )
+    verify.add_argument("datarun_id", type=int, nargs="?", help="only this datarun")
 
     test_method = command(
         "test-method",

@@ -302,7 +302,9 @@ def status_table(hub: ModelHub) -> Table:
             row.dataset_name,
             datarun.status.value,
             f"{datarun.budget} {datarun.budget_type.value}",
-            *(str(row.counts.get(status, 0)) for status in ("complete", "errored", "running")),
+            str(row.counts.get("complete", 0))
+            + (f" ({row.counts['files lost']} lost)" if row.counts.get("files lost") else ""),
+            *(str(row.counts.get(status, 0)) for status in ("errored", "running")),
             "-" if best is None else f"{fmt(judgment(best, datarun.score_target))} (#{best.id})",
             f"{datarun.metric} {datarun.score_target.value}",
         )

@@ -28,7 +28,7 @@ import s3fs
 
 from atm_core.artifacts import ArtifactStore, ArtifactStoreError, serialize_model
 from atm_core.dataruns import DatarunRequest, enter_data
-from atm_core.errors import IntegrityError
+from atm_core.errors import IntegrityError, NotFoundError
 from atm_core.modelhub import ModelHub
 from atm_core.modelhub.models import ClassifierStatus, DatarunStatus, ErrorKind
 from tests.conftest import MotoS3, free_port, fresh_database, make_settings
@@ -482,3 +482,66 @@ def test_four_worker_processes_spend_exactly_the_budget(
             assert output.count(f"Datarun {datarun_id} has ended.") == 1
         finally:
             hub.close()
+
+
+# -- a store that loses objects ---------------------------------------------------------------
+@pytest.mark.parametrize("database_url", ["mariadb"], indirect=True)
+def test_objects_lost_by_the_store_are_found_flagged_and_left_out(
+    database_url: str, s3_root: str, pollution_path: str, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """Some classifiers' objects vanish from S3 before the datarun completes: the worker that
+    completes it still chooses an ensemble (from the others) and exits 0; `atm verify` flags
+    the lost ones, which status and leaderboard show and rankings, ensembles and loading
+    leave out; the ensemble that had a lost member is chosen again."""
+    from atm_core import cli
+
+    monkeypatch.setenv("COLUMNS", "200")
+    settings = make_settings(database_url, tmp_path).replace(artifact_root=s3_root)
+    hub = ModelHub(settings=settings)
+    bucket = s3_root.split("/")[2]
+    client = boto3.client("s3")
+    flags = ["--database-url", database_url, "--artifact-root", s3_root]
+    try:
+        datarun_id = enter_data(
+            hub, DatarunRequest(pollution_path, methods=["logreg", "dt"], budget=8)
+        ).dataruns[0].id
+        assert cli.main(["worker", "--quiet", "--total-time", "0.001", *flags]) == 0
+        first = hub.classifiers(datarun_id, status="complete")
+        assert first, "the first worker trained nothing"
+        gone = first[0]
+        client.delete_object(Bucket=bucket, Key=gone.predictions_location.split("/", 3)[3])
+        assert cli.main(["worker", "--quiet", *flags]) == 0  # completes: never crashes
+        ensemble = hub.get_ensemble(datarun_id)
+        assert ensemble is not None and gone.id not in ensemble.weights
+        capsys.readouterr()
+
+        # the store loses a member of the ensemble (model) and another classifier (metrics)
+        member = next(iter(ensemble.weights))
+        other = next(c for c in hub.classifiers(datarun_id, status="complete")
+                     if c.id not in (member, gone.id))  # fmt: skip
+        client.delete_object(Bucket=bucket, Key=hub.get_classifier(member).model_location
+                             .split("/", 3)[3])  # fmt: skip
+        client.delete_object(Bucket=bucket, Key=other.metrics_location.split("/", 3)[3])
+        assert cli.main(["verify", str(datarun_id), *flags]) == 1
+        out = capsys.readouterr().out
+        assert f"classifier {member}: artifact not found" in out
+        assert f"classifier {other.id}: artifact not found" in out
+        assert f"datarun {datarun_id}: its ensemble was chosen again" in out
+        lost = {c.id for c in hub.lost_classifiers(datarun_id)}
+        assert {member, other.id} <= lost and gone.id in lost  # predictions gone: lost too
+
+        again = hub.get_ensemble(datarun_id)
+        assert again is not None and not set(again.weights) & lost
+        assert hub.load_ensemble(datarun_id) is not None
+        assert hub.best_classifier(datarun_id).id not in lost
+        assert not {row["classifier_id"] for row in hub.leaderboard_rows(datarun_id)} & lost
+        with pytest.raises(NotFoundError, match="stored files were found lost"):
+            hub.load_model(member)
+        assert cli.main(["status", *flags]) == 0
+        shown = capsys.readouterr().out
+        assert f"({len(lost)} lost)" in shown, shown
+        assert cli.main(["leaderboard", str(datarun_id), *flags]) == 0
+        assert "Files lost (atm verify), left out:" in capsys.readouterr().out
+        assert cli.main(["verify", *flags]) == 0  # nothing more to find
+    finally:
+        hub.close()

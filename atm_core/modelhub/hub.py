@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import DatabaseError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import IntegrityError as DuplicateRow
 from sqlalchemy.orm import Session, sessionmaker
@@ -35,6 +35,7 @@ from atm_core.modelhub.models import (
     Hyperpartition,
     HyperpartitionStatus,
     ScoreTarget,
+    utcnow,
 )
 from atm_core.modelhub.reads import Reads
 from atm_core.retry import retry
@@ -186,6 +187,29 @@ class ModelHub(Reads):
             assert ensemble is not None  # the row another finalizer inserted first
             return ensemble
 
+    def mark_files_lost(self, classifier_ids: list[int]) -> None:
+        """Flag complete classifiers whose stored files are gone or altered (``atm verify``)."""
+
+        def flag(session: Session) -> None:
+            session.execute(
+                update(Classifier)
+                .where(Classifier.id.in_(classifier_ids), Classifier.files_lost_at.is_(None))
+                .values(files_lost_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+
+        if classifier_ids:
+            self._write(flag, "flagging lost files")
+
+    def drop_ensemble(self, datarun_id: int) -> None:
+        """Forget a datarun's ensemble (one of its members was lost) so it can be chosen again."""
+        self._write(
+            lambda session: session.execute(
+                delete(Ensemble).where(Ensemble.datarun_id == datarun_id)
+            ),
+            "dropping an ensemble",
+        )
+
     # -- stored models ----------------------------------------------------------------------
     def model_bytes(self, classifier_id: int) -> bytes:
         """The stored pickle of a complete classifier, checked against its recorded sha256."""
@@ -193,6 +217,11 @@ class ModelHub(Reads):
         if classifier.status != ClassifierStatus.COMPLETE or not classifier.model_location:
             raise NotFoundError(
                 f"classifier {classifier_id} is {classifier.status.value} and has no stored model"
+            )
+        if classifier.files_lost_at is not None:
+            raise NotFoundError(
+                f"classifier {classifier_id}'s stored files were found lost on "
+                f"{classifier.files_lost_at:%Y-%m-%d %H:%M} UTC (atm verify)"
             )
         return self.store.read_model(classifier.model_location, classifier.model_sha256)
 

@@ -199,6 +199,8 @@ class Classifier(Base):
     )
     error_message: Mapped[str | None] = mapped_column(LongText)
     error_kind: Mapped[ErrorKind | None] = mapped_column(_enum(ErrorKind, "error_kind"))
+    # Set by `atm verify` when a complete classifier's files are gone or altered.
+    files_lost_at: Mapped[datetime | None] = mapped_column(Timestamp)
     # Lease: the worker holding ``claim_token`` renews ``lease_expires_at`` while it trains.
     claim_token: Mapped[str | None] = mapped_column(String(36))
     lease_expires_at: Mapped[datetime | None] = mapped_column(Timestamp)

@@ -122,10 +122,15 @@ def found(session: Session, model: type, key: int) -> Any:
     return row
 
 
+def usable() -> tuple[Any, ...]:
+    """Conditions of a classifier whose stored model can be used: complete, files not lost."""
+    return (Classifier.status == ClassifierStatus.COMPLETE, Classifier.files_lost_at.is_(None))
+
+
 def best_of(session: Session, datarun: Datarun) -> Classifier | None:
     return session.scalars(
         select(Classifier)
-        .where(Classifier.datarun_id == datarun.id, Classifier.status == ClassifierStatus.COMPLETE)
+        .where(Classifier.datarun_id == datarun.id, *usable())
         .order_by(judgment_expression(datarun.score_target).desc(), Classifier.id)
         .limit(1)
     ).first()
@@ -227,6 +232,12 @@ class Reads:
                 ).group_by(Classifier.datarun_id, Classifier.status)
             ):
                 counts.setdefault(datarun_id, {})[ClassifierStatus(status).value] = count
+            for datarun_id, count in session.execute(
+                select(Classifier.datarun_id, func.count(Classifier.id))
+                .where(Classifier.files_lost_at.is_not(None))
+                .group_by(Classifier.datarun_id)
+            ):
+                counts[datarun_id]["files lost"] = count  # (also counted as complete)
             return [
                 DatarunStatusRow(
                     datarun, name, counts.get(datarun.id, {}), best_of(session, datarun)
@@ -242,7 +253,8 @@ class Reads:
 
     def leaderboard_rows(self, datarun_id: int, limit: int | None = None) -> list[dict[str, Any]]:
         """Complete classifiers ranked by the datarun's judgment metric, best first (ties go to
-        the older), as records of :data:`LEADERBOARD_COLUMNS`."""
+        the older), as records of :data:`LEADERBOARD_COLUMNS`; those whose files were lost
+        (:meth:`lost_classifiers`) are left out."""
         with self.transaction() as session:
             datarun = found(session, Datarun, datarun_id)
             labels = {
@@ -253,10 +265,7 @@ class Reads:
             }
             query = (
                 select(Classifier)
-                .where(
-                    Classifier.datarun_id == datarun_id,
-                    Classifier.status == ClassifierStatus.COMPLETE,
-                )
+                .where(Classifier.datarun_id == datarun_id, *usable())
                 .order_by(judgment_expression(datarun.score_target).desc(), Classifier.id)
             )
             if limit is not None:
@@ -276,6 +285,20 @@ class Reads:
                 }
                 for rank, classifier in enumerate(session.scalars(query), start=1)
             ]
+
+    def lost_classifiers(self, datarun_id: int) -> list[Classifier]:
+        """Complete classifiers whose stored files ``atm verify`` found lost or altered."""
+        with self.transaction() as session:
+            return list(
+                session.scalars(
+                    select(Classifier)
+                    .where(
+                        Classifier.datarun_id == datarun_id,
+                        Classifier.files_lost_at.is_not(None),
+                    )
+                    .order_by(Classifier.id)
+                )
+            )
 
     def leaderboard(self, datarun_id: int, limit: int | None = None) -> pd.DataFrame:
         """:meth:`leaderboard_rows` as a DataFrame (for Python users and parquet)."""
@@ -301,7 +324,7 @@ class Reads:
             ahead = session.scalar(
                 select(func.count(Classifier.id)).where(
                     Classifier.datarun_id == datarun.id,
-                    Classifier.status == ClassifierStatus.COMPLETE,
+                    *usable(),
                     judgment_expression(datarun.score_target) >= score,
                 )
             )
@@ -349,7 +372,7 @@ class Reads:
                     select(Classifier)
                     .where(
                         Classifier.datarun_id == datarun_id,
-                        Classifier.status == ClassifierStatus.COMPLETE,
+                        *usable(),
                         Classifier.predictions_location.is_not(None),
                     )
                     .order_by(judgment_expression(datarun.score_target).desc(), Classifier.id)
