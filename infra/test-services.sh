@@ -7,6 +7,8 @@ set -euo pipefail
 source "$(dirname "$0")/services.sh"
 ensure_mariadb
 mariadb_user atm_test atm_test
+# an account whose password the secrets tests look for everywhere ATM or Prefect writes
+mariadb_user atm_secret 'Kq7-sEcReT-pw9' atm_secret
 ensure_postgres
 postgres_superuser atm_test atm_test
 echo "test services up: MariaDB 127.0.0.1:3306, PostgreSQL 127.0.0.1:5432 (user atm_test)"

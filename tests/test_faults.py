@@ -5,12 +5,16 @@ must be allowed to run."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import fsspec
 import pytest
+from fsspec.implementations.local import LocalFileSystem
 
 from atm_core import cli
 from atm_core.dataruns import DatarunRequest, enter_data
@@ -198,3 +202,37 @@ def test_cli_main_reports_a_database_lost_mid_command(tmp_path: Path, capsys) ->
 
 
 from sklearn.tree import DecisionTreeClassifier as MyTree  # noqa: E402, F401  (the custom class)
+
+
+class SlowFileSystem(LocalFileSystem):
+    """A local folder whose writes hang for a while: a store that accepts and stalls."""
+
+    protocol = ("slow",)
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(auto_mkdir=True, **kwargs)
+
+    def pipe_file(self, path, value, *args, **kwargs) -> None:
+        time.sleep(0.8)
+        super().pipe_file(path, value, *args, **kwargs)
+
+
+def test_a_hanging_store_call_is_reported_as_a_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import pandas as pd
+
+    from atm_core import retry
+    from atm_core.artifacts import ArtifactStore
+
+    fsspec.register_implementation("slow", SlowFileSystem, clobber=True)
+    monkeypatch.setattr(retry, "SLOW_SECONDS", 0.3)
+    store = ArtifactStore(f"slow://{tmp_path}/store")
+    with caplog.at_level(logging.WARNING, logger="atm_core.retry"):
+        store.save_frame("board.parquet", pd.DataFrame({"a": [1]}))
+    waits = [r.getMessage() for r in caplog.records if r.getMessage().startswith("still waiting")]
+    assert len(waits) == 1 and "writing slow://" in waits[0] and "board.parquet" in waits[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="atm_core.retry"):
+        ArtifactStore(str(tmp_path / "fast")).save_frame("board.parquet", pd.DataFrame({"a": [1]}))
+    assert not caplog.records  # a quick call says nothing
