@@ -131,10 +131,13 @@ def main() -> None:
             own = in_process(argv, env) if argv != ["--help"] else float("nan")
             table.add_row(name, f"{whole:.3f}", "-" if own != own else f"{own:.3f}")
         console.print(table)
+        where = os.environ.get("PYTHONPATH") or str(Path(__file__).resolve().parents[1])
         head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+            ["git", "-C", where, "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
         ).stdout.strip()
-        where = os.environ.get("PYTHONPATH", "this checkout")
         console.print(f"code: {where} (HEAD {head}); load average {os.getloadavg()[0]:.2f}")
 
 
