@@ -17,7 +17,7 @@ from atm_core.dataruns import enter_data
 from atm_core.driver import Driver
 from atm_core.errors import ATMError, NotFoundError
 from atm_core.modelhub import ModelHub
-from atm_core.modelhub.models import Classifier
+from atm_core.modelhub.models import Classifier, utcnow
 from atm_core.reporting import Reporter
 from atm_core.results import refit_ensemble, refit_model
 from atm_core.settings import Settings, load_settings
@@ -112,7 +112,7 @@ class DatarunResult:
             f"{dataset.d_features} features, {dataset.k_classes} classes)",
             f"    status: {datarun.status.value}",
             f"    selector: {datarun.selector}, tuner: {datarun.tuner}",
-            f"    budget: {datarun.budget} {datarun.budget_type.value}",
+            f"    budget: {datarun.budget:g} {datarun.budget_type.value}",
             f"    metric: {datarun.metric} ({datarun.score_target.value})",
             f"    classifiers: {len(classifiers)} {counts}",
         ]
@@ -213,11 +213,14 @@ class ATM:
         many more `atm worker` processes beside this one; they share the datarun through the
         ModelHub (use the ``threads`` setting for threads per fit).
         """
+        started = utcnow()  # a walltime budget covers the whole call, reading the data included
         if workers < 1:
             raise ATMError(f"workers must be at least 1, got {workers}")
         if options.get("methods") is not None:
             options["methods"] = list(options["methods"])
-        result = self.enter_data(train_path, **options)[0]
+        request = spec.from_mapping({"train_path": train_path, **options})
+        entered = enter_data(self.hub, request, started_at=started)
+        result = DatarunResult(self.hub, entered.dataruns[0].id)
         helpers = spawn_workers(self.settings, result.id, workers - 1)
         try:
             self.work([result.id], reporter=reporter)

@@ -112,7 +112,7 @@ def print_entered(entered, console: Console) -> None:
         f"    Datarun ID{'s' if len(entered.dataruns) > 1 else ''}: {ids}",
         f"    Hyperpartition selection strategy: {first.selector}",
         f"    Parameter tuning strategy: {first.tuner}",
-        f"    Budget: {first.budget} ({first.budget_type.value})",
+        f"    Budget: {first.budget:g} ({first.budget_type.value})",
         f"    Metric: {entered.metric} ({first.score_target.value}{mapped})",
     ]
     console.print("\n".join(summary), highlight=False, soft_wrap=True)

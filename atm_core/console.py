@@ -301,7 +301,7 @@ def status_table(hub: ModelHub) -> Table:
             str(datarun.id),
             row.dataset_name,
             datarun.status.value,
-            f"{datarun.budget} {datarun.budget_type.value}",
+            f"{datarun.budget:g} {datarun.budget_type.value}",
             str(row.counts.get("complete", 0))
             + (f" ({row.counts['files lost']} lost)" if row.counts.get("files lost") else ""),
             *(str(row.counts.get(status, 0)) for status in ("errored", "running")),

@@ -85,6 +85,15 @@ def validate_options(request: DatarunRequest) -> tuple[dict[str, Any], list[Meth
         _collect(found, lambda: resolve_selector(request.selector))
     if isinstance(request.tuner, str):
         _collect(found, lambda: resolve_tuner(request.tuner))
+    if isinstance(request.budget, int | float) and not isinstance(request.budget, bool):
+        if request.budget_type == "walltime" and not request.budget > 0:
+            found.append(f"budget must be more than 0 minutes, got {request.budget}")
+        elif request.budget_type != "walltime" and (
+            request.budget < 1 or request.budget != int(request.budget)
+        ):
+            found.append(
+                f"budget must be a whole number of classifiers of at least 1, got {request.budget}"
+            )
     if request.gridding == 1:
         found.append("gridding must be 0 (continuous) or at least 2 grid points")
     if isinstance(request.metric, str) and request.metric not in ALL_METRICS:
@@ -105,6 +114,7 @@ def validate_options(request: DatarunRequest) -> tuple[dict[str, Any], list[Meth
     stored.update(
         budget_type="walltime" if request.budget_type == "walltime" else "classifier",
         deadline=deadline,
+        budget=float(request.budget),
         time_limit=None if request.time_limit is None else float(request.time_limit),
         test_size=float(request.test_size),
     )
@@ -183,8 +193,14 @@ def ingest(hub: ModelHub, request: DatarunRequest) -> Ingested:
     return Ingested(dataset.id, info, options, methods, request.run_per_partition)
 
 
-def create_dataruns(hub: ModelHub, ingested: Ingested, run_key: str | None = None) -> EnteredData:
-    """Enumerate the methods' hyperpartitions and create the datarun(s) for an ingested dataset."""
+def create_dataruns(
+    hub: ModelHub,
+    ingested: Ingested,
+    run_key: str | None = None,
+    started_at: datetime | None = None,
+) -> EnteredData:
+    """Enumerate the methods' hyperpartitions and create the datarun(s) for an ingested dataset
+    (``started_at``: see :meth:`ModelHub.create_dataruns`)."""
     partitions: list[HyperpartitionSpec] = []
     counts: dict[str, int] = {}
     for method in ingested.methods:
@@ -192,15 +208,23 @@ def create_dataruns(hub: ModelHub, ingested: Ingested, run_key: str | None = Non
         counts[method.name] = len(method_partitions)
         partitions.extend(method_partitions)
     groups = [[p] for p in partitions] if ingested.run_per_partition else [partitions]
-    dataruns = hub.create_dataruns(ingested.info, ingested.options, groups, run_key=run_key)
+    dataruns = hub.create_dataruns(
+        ingested.info, ingested.options, groups, run_key=run_key, started_at=started_at
+    )
     return EnteredData(
         dataruns[0].dataset_id, ingested.info, dataruns, counts, ingested.options["metric"], ""
     )
 
 
-def enter_data(hub: ModelHub, request: DatarunRequest, run_key: str | None = None) -> EnteredData:
-    """Validate ``request`` and register its dataset and datarun(s) with their hyperpartitions."""
-    entered = create_dataruns(hub, ingest(hub, request), run_key=run_key)
+def enter_data(
+    hub: ModelHub,
+    request: DatarunRequest,
+    run_key: str | None = None,
+    started_at: datetime | None = None,
+) -> EnteredData:
+    """Validate ``request`` and register its dataset and datarun(s) with their hyperpartitions
+    (``started_at``: see :meth:`ModelHub.create_dataruns`)."""
+    entered = create_dataruns(hub, ingest(hub, request), run_key=run_key, started_at=started_at)
     entered.requested_metric = request.metric
     return entered
 

@@ -76,7 +76,9 @@ class DatarunRequest:
         "what the budget counts: classifiers or walltime minutes",
         choices=BUDGET_TYPES,
     )
-    budget: int = option(100, "classifiers, or minutes for a walltime budget", minimum=1)
+    budget: float = option(
+        100, "classifiers, or minutes for a walltime budget (fractions of a minute allowed)"
+    )
     deadline: str | datetime | None = option(
         None,
         "stop starting classifiers at this time (YYYY-MM-DD HH:MM local time, or ISO 8601)",
@@ -117,6 +119,12 @@ class DatarunRequest:
         True,
         "start with each method's default configuration",
         flag="--no-warm-start",
+    )
+    refit: bool = option(
+        True,
+        "when the search ends, refit the ensemble's members (or the best classifier) on every "
+        "labelled row: the models that load_model, predict and export use",
+        flag="--no-refit",
     )
     cv_folds: int | None = option(
         None,

@@ -49,8 +49,10 @@ def run_flow(
 ) -> dict[str, Any]:
     """Validate, then run the ``atm`` flow in-process with a progress bar; print the result."""
     from atm_core.console import DatarunWatcher, leaderboard_table
+    from atm_core.modelhub.models import utcnow
     from atm_core.results import ensemble_members_text
 
+    started_at = utcnow().isoformat()  # a walltime budget covers the whole run from here
     if datarun_id is None:
         from atm_core.dataruns import check_request
 
@@ -78,6 +80,7 @@ def run_flow(
             datarun_id=datarun_id,
             n_parallel=n_parallel,
             run_key=run_key,
+            started_at=started_at,
             return_state=True,
         )
     summary = state.result()  # a user's error in the flow raises it here (exit 2)

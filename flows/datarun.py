@@ -16,6 +16,7 @@ who can see the run, and a database URL carries a password.
 from __future__ import annotations
 
 import inspect
+from datetime import datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -25,6 +26,7 @@ from atm_core import options
 from atm_core.dataruns import validate_options
 from atm_core.driver import Driver
 from atm_core.errors import ATMError, ConfigError
+from atm_core.modelhub.models import utcnow
 from atm_core.results import summarize
 from atm_core.settings import load_settings
 from flows.execution import FlowReporter, PrefectExecution
@@ -45,12 +47,20 @@ FLOW_PARAMETERS = {
         None,
         "names the datarun this run creates; a retried flow run with the same key continues it",
     ),
+    "started_at": (
+        str | None,
+        None,
+        "when the walltime budget's clock started (ISO 8601, UTC; default: when this flow run "
+        "starts, before it reads the data)",
+    ),
 }
 
 
 def _datarun(**arguments: Any) -> Any:
     """Search classifiers for a dataset (or continue datarun ``datarun_id``); returns a summary
     of the datarun and its best model."""
+    started_at = arguments.pop("started_at")
+    started = datetime.fromisoformat(started_at) if started_at else utcnow()
     datarun_id = arguments.pop("datarun_id")
     n_parallel = arguments.pop("n_parallel")
     run_key = arguments.pop("run_key")
@@ -65,7 +75,7 @@ def _datarun(**arguments: Any) -> Any:
             validate_options(request)  # every option problem in one line, before any task
             ingested = ingest_dataset(settings, request, return_state=True).result()
             entered = enumerate_hyperpartitions(
-                settings, ingested, run_key=run_key or f"prefect:{flow_run.id}"
+                settings, ingested, run_key=run_key or f"prefect:{flow_run.id}", started_at=started
             )
             datarun_id = entered.dataruns[0].id
         else:

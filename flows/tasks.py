@@ -10,6 +10,7 @@ one-line message, without a traceback.
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -102,9 +103,12 @@ def ingest_dataset(settings: Settings, request: DatarunRequest) -> Ingested | St
     retry_delay_seconds=RETRY_DELAYS,
     retry_condition_fn=retry_infrastructure_only,
 )
-def enumerate_hyperpartitions(settings: Settings, ingested: Ingested, run_key: str) -> EnteredData:
-    """Create the datarun and its hyperpartitions (found again when the flow run is retried)."""
-    return create_dataruns(hub_for(settings), ingested, run_key=run_key)
+def enumerate_hyperpartitions(
+    settings: Settings, ingested: Ingested, run_key: str, started_at: datetime
+) -> EnteredData:
+    """Create the datarun and its hyperpartitions (found again when the flow run is retried);
+    its walltime clock runs from ``started_at``."""
+    return create_dataruns(hub_for(settings), ingested, run_key=run_key, started_at=started_at)
 
 
 @task(

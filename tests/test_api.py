@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import yaml
 import atm_core
 from atm_core import ATM, DatarunResult, ModelHub
 from atm_core.errors import ATMError, DataError, NotFoundError
-from atm_core.modelhub.models import ClassifierStatus, DatarunStatus
+from atm_core.modelhub.models import ClassifierStatus, DatarunStatus, utcnow
 
 
 @pytest.fixture
@@ -178,3 +179,19 @@ def test_atm_reads_a_config_file(
     result = ATM(config_file=str(config)).run(train_path=pollution_path, methods=["gnb"])
     assert (tmp_path / "from_yaml.db").is_file()
     assert result.get_best_classifier().model_location.startswith(str(tmp_path / "yaml_artifacts"))
+
+
+def test_a_walltime_budget_runs_from_the_call_and_takes_fractions_of_a_minute(
+    tmp_path: Path, pollution_path: str
+) -> None:
+    """ATM.run's walltime clock starts when it is called (reading the data is part of it), not
+    at the first classifier; a budget of 0.15 minutes is 9 s."""
+    atm = ATM(f"sqlite:///{tmp_path / 'atm.db'}", artifact_root=str(tmp_path / "artifacts"))
+    called = utcnow()
+    run = atm.run(pollution_path, methods=["dt"], budget_type="walltime", budget=0.15)
+    datarun = run.datarun
+    first = min(c.start_time for c in atm.hub.classifiers(run.id))
+    assert called <= datarun.start_time < first
+    assert datarun.budget == 0.15 and datarun.status.value == "complete"
+    assert all(c.start_time < datarun.start_time + timedelta(seconds=9)
+               for c in atm.hub.classifiers(run.id))  # fmt: skip

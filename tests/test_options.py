@@ -26,7 +26,7 @@ SAMPLES = {
     "methods": (["logreg", "dt"], ["logreg", "dt"]),
     "priority": ("5", 5),
     "budget_type": ("walltime", "walltime"),
-    "budget": ("7", 7),
+    "budget": ("7.5", 7.5),
     "deadline": ("2099-01-01 10:00", "2099-01-01 10:00"),
     "metric": ("roc_auc", "roc_auc"),
     "score_target": ("mu_sigma", "mu_sigma"),
@@ -40,6 +40,7 @@ SAMPLES = {
     "test_size": ("0.25", 0.25),
     "time_limit": ("30", 30.0),
     "warm_start": (None, False),
+    "refit": (None, False),
     "cv_folds": ("3", 3),
     "description": ("nightly churn", "nightly churn"),
 }
@@ -109,7 +110,7 @@ def test_every_problem_is_reported_at_once() -> None:
         validate_options(request)
     message = str(refused.value)
     for part in (
-        "budget must be at least 1, got 0",
+        "budget must be a whole number of classifiers of at least 1, got 0",
         "r_minimum must be an integer, got 'two'",
         "unknown score target 'best': use one of cv, test, mu_sigma",
         "unknown budget type 'hours'",

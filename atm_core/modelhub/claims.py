@@ -151,7 +151,7 @@ def reserve(
     session.add(classifier)
     if datarun.status == DatarunStatus.PENDING:
         datarun.status = DatarunStatus.RUNNING
-        datarun.start_time = now
+        datarun.start_time = datarun.start_time or now  # set at creation by `atm run`
     session.flush()
     return Claim(classifier.id, datarun_id, token, 1)
 

@@ -11,6 +11,7 @@ import pickle
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -140,10 +141,13 @@ class ModelHub(Reads):
         options: dict[str, Any],
         groups: list[list[HyperpartitionSpec]],
         run_key: str | None = None,
+        started_at: datetime | None = None,
     ) -> list[Datarun]:
         """Register the dataset (if new), then one datarun per group of partitions, atomically.
 
         ``options`` are the stored datarun options (see :mod:`atm_core.options`), validated.
+        ``started_at``: when its walltime clock started (a front-end that runs the datarun at
+        once: when it began reading the data); otherwise the first classifier starts it.
         With a ``run_key``, dataruns already created under that key are returned instead, so a
         retried creator (a Prefect flow run) continues its datarun rather than starting another.
         """
@@ -159,7 +163,8 @@ class ModelHub(Reads):
                     return list(existing)
             dataset = self._register_dataset(session, info, None)
             dataruns = [
-                _add_datarun(session, dataset.id, options, group, run_key) for group in groups
+                _add_datarun(session, dataset.id, options, group, run_key, started_at)
+                for group in groups
             ]
             session.flush()
             return dataruns
@@ -333,6 +338,7 @@ def _add_datarun(
     options: dict[str, Any],
     partitions: list[HyperpartitionSpec],
     run_key: str | None = None,
+    started_at: datetime | None = None,
 ) -> Datarun:
     datarun = Datarun(
         dataset_id=dataset_id,
@@ -342,6 +348,7 @@ def _add_datarun(
             "score_target": ScoreTarget(options["score_target"]),
         },
         run_key=run_key,
+        start_time=started_at,
         status=DatarunStatus.PENDING,
     )
     session.add(datarun)

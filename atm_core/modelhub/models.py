@@ -22,6 +22,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    false,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -126,7 +127,7 @@ class Datarun(Base):
     # ATM configuration
     priority: Mapped[int] = mapped_column(Integer, default=1)
     budget_type: Mapped[BudgetType] = mapped_column(_enum(BudgetType, "budget_type"))
-    budget: Mapped[int] = mapped_column(Integer)
+    budget: Mapped[float] = mapped_column(Float)  # classifiers, or minutes (walltime)
     deadline: Mapped[datetime | None] = mapped_column(Timestamp)
     metric: Mapped[str] = mapped_column(String(30))
     score_target: Mapped[ScoreTarget] = mapped_column(_enum(ScoreTarget, "score_target"))
@@ -137,6 +138,9 @@ class Datarun(Base):
     warm_start: Mapped[bool] = mapped_column(Boolean, default=True)
     cv_folds: Mapped[int | None] = mapped_column(Integer)
     test_size: Mapped[float] = mapped_column(Float, default=0.3)
+    # Refit the ensemble's members (or the best classifier) on all labelled rows at the end.
+    # Existing dataruns (before revision 0008) keep their search-time models: false.
+    refit: Mapped[bool] = mapped_column(Boolean, default=True, server_default=false())
     # Who created the datarun (e.g. a Prefect flow run id): re-running that creator finds it again.
     run_key: Mapped[str | None] = mapped_column(String(200), index=True)
     # State
@@ -199,6 +203,10 @@ class Classifier(Base):
     )
     error_message: Mapped[str | None] = mapped_column(LongText)
     error_kind: Mapped[ErrorKind | None] = mapped_column(_enum(ErrorKind, "error_kind"))
+    # The same configuration refitted on every labelled row when the search ended (the model
+    # load_model returns); its scores stay those of the search-time model above.
+    final_model_location: Mapped[str | None] = mapped_column(String(1000))
+    final_model_sha256: Mapped[str | None] = mapped_column(String(64))
     # Set by `atm verify` when a complete classifier's files are gone or altered.
     files_lost_at: Mapped[datetime | None] = mapped_column(Timestamp)
     # Lease: the worker holding ``claim_token`` renews ``lease_expires_at`` while it trains.

@@ -101,7 +101,8 @@ def test_a_retried_flow_run_continues_its_datarun(sqlite_hub, pollution_path):
         ({"train_path": "no/such/file.csv"}, "data file not found: no/such/file.csv", 1),
         (
             {"methods": ["dt", "nope"], "budget": 0, "selector": "best"},
-            "budget must be at least 1.*; unknown method 'nope'.*; unknown selector 'best'",
+            "budget must be a whole number of classifiers of at least 1.*; "
+            "unknown method 'nope'.*; unknown selector 'best'",
             0,
         ),
     ],

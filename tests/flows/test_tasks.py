@@ -14,7 +14,7 @@ from atm_core.dataruns import DatarunRequest
 from atm_core.driver import next_claim
 from atm_core.errors import ATMError, ConfigError
 from atm_core.modelhub import ModelHub
-from atm_core.modelhub.models import ClassifierStatus, DatarunStatus
+from atm_core.modelhub.models import ClassifierStatus, DatarunStatus, utcnow
 from flows.publish import artifact_key
 from flows.runners import make_task_runner
 from flows.tasks import (
@@ -29,7 +29,10 @@ from flows.tasks import (
 def enter(hub: ModelHub, path: str, budget: int = 2, run_key: str = "test-key") -> int:
     request = DatarunRequest(path, methods=["dt"], budget=budget)
     ingested = ingest_dataset.fn(hub.settings, request)
-    return enumerate_hyperpartitions.fn(hub.settings, ingested, run_key=run_key).dataruns[0].id
+    entered = enumerate_hyperpartitions.fn(
+        hub.settings, ingested, run_key=run_key, started_at=utcnow()
+    )
+    return entered.dataruns[0].id
 
 
 def test_ingest_is_idempotent_on_content(sqlite_hub, pollution_path):
