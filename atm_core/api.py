@@ -29,26 +29,33 @@ def export_model(
     path: str | Path,
     force: bool = False,
     refit: bool = False,
+    final: bool = True,
 ) -> Path:
-    """Write a classifier's model to a local pickle: the verified stored one, or ``refit`` on
-    every labelled row of its dataset (the model to deploy)."""
+    """Write a classifier's model to a local pickle: the verified stored one (its final refit
+    when there is one and ``final``; see :meth:`ModelHub.load_model`), or ``refit`` on every
+    labelled row of its dataset now."""
     target = _export_target(path, force)
     if refit:
         hub.model_bytes(classifier_id)  # only a complete classifier is worth refitting
         blob = serialize_model(refit_model(hub, classifier_id))
     else:
-        blob = hub.model_bytes(classifier_id)  # refuses a missing or tampered model first
+        blob = hub.model_bytes(classifier_id, final)  # refuses a missing or tampered model
     return _write(target, blob)
 
 
 def export_ensemble(
-    hub: ModelHub, datarun_id: int, path: str | Path, force: bool = False, refit: bool = False
+    hub: ModelHub,
+    datarun_id: int,
+    path: str | Path,
+    force: bool = False,
+    refit: bool = False,
+    final: bool = True,
 ) -> Path:
     """Write a datarun's ensemble to a local pickle: its members' verified stored models, or
     each ``refit`` on every labelled row of the dataset (the ensemble to deploy)."""
     target = _export_target(path, force)
     hub.ensemble(datarun_id)  # refuses a datarun without one before any work
-    model = refit_ensemble(hub, datarun_id) if refit else hub.load_ensemble(datarun_id)
+    model = refit_ensemble(hub, datarun_id) if refit else hub.load_ensemble(datarun_id, final)
     return _write(target, serialize_model(model))
 
 

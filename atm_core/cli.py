@@ -201,10 +201,11 @@ def cmd_predict(args: argparse.Namespace, settings: Settings, console: Console) 
     from atm_core.data.loading import read_table
 
     hub = open_hub(settings)
+    final = not args.search_time
     if args.ensemble is not None:
-        model, datarun_id, what = hub.load_ensemble(args.ensemble), args.ensemble, "ensemble"
+        model, datarun_id, what = hub.load_ensemble(args.ensemble, final), args.ensemble, "ensemble"
     else:
-        model = hub.load_model(args.classifier_id)
+        model = hub.load_model(args.classifier_id, final)
         datarun_id, what = hub.get_classifier(args.classifier_id).datarun_id, "classifier"
     from atm_core.data.dataset import FeatureSchema
 
@@ -231,11 +232,16 @@ def cmd_export(args: argparse.Namespace, settings: Settings, console: Console) -
     from atm_core.api import export_ensemble, export_model
 
     hub = open_hub(settings)
+    final = not args.search_time
     if args.ensemble is not None:
-        path = export_ensemble(hub, args.ensemble, args.path, force=args.force, refit=args.refit)
+        path = export_ensemble(
+            hub, args.ensemble, args.path, force=args.force, refit=args.refit, final=final
+        )
         console.print(f"the ensemble of datarun {args.ensemble} exported to {path}")
         return 0
-    path = export_model(hub, args.classifier_id, args.path, force=args.force, refit=args.refit)
+    path = export_model(
+        hub, args.classifier_id, args.path, force=args.force, refit=args.refit, final=final
+    )
     console.print(f"classifier {args.classifier_id} exported to {path}")
     return 0
 
@@ -342,6 +348,12 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings, console: Consol
 
 
 def add_model_choice(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--search-time",
+        action="store_true",
+        help="use the model fitted during the search (whose test score is recorded) instead "
+        "of its refit on every labelled row",
+    )
     choice = parser.add_mutually_exclusive_group(required=True)
     choice.add_argument("--classifier-id", type=int, help="one classifier's model")
     choice.add_argument(

@@ -21,14 +21,14 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from atm_core import results
 from atm_core.errors import ATMError, DataUnavailable, NotFoundError
 from atm_core.evaluation import silence_fit_warnings
 from atm_core.memory import give_back
-from atm_core.modelhub.claims import Claim, DuplicateProposal
+from atm_core.modelhub.claims import Claim, DuplicateProposal, time_limit
 from atm_core.modelhub.history import search_state
 from atm_core.modelhub.hub import ModelHub
 from atm_core.modelhub.models import (
@@ -69,12 +69,15 @@ def next_claim(
     clock = clock or Stopwatch()
     if isinstance(datarun, int):
         datarun = hub.get_datarun(datarun)
+    reserve = results.refit_reserve(hub, datarun)
+    end = time_limit(datarun)
+    finish_by = None if end is None else end - timedelta(seconds=reserve)
     claim = hub.reclaim_expired(datarun.id)
     if claim is not None:
         clock.lap("reserve")
-        return claim
+        return replace(claim, finish_by=finish_by)
     for _ in range(PROPOSAL_ATTEMPTS):
-        state = search_state(hub, datarun)
+        state = search_state(hub, datarun, reserve)
         if not state.has_budget:
             return None
         outcome = propose(state.partitions, state.config)
@@ -84,9 +87,10 @@ def next_claim(
         if outcome.proposal is None:
             return None
         try:
-            return hub.reserve(
+            claim = hub.reserve(
                 datarun.id, outcome.proposal.hyperpartition_id, outcome.proposal.values
             )
+            return None if claim is None else replace(claim, finish_by=finish_by)
         except DuplicateProposal:
             continue
         finally:
@@ -310,7 +314,7 @@ class Driver:
     # -- the end of a datarun ---------------------------------------------------------------
     def _finish(self, datarun: Datarun) -> None:
         """Complete the datarun if its work is done (exactly one driver does), then finalize."""
-        if self.hub.finish_if_done(datarun.id):
+        if self.hub.finish_if_done(datarun.id, results.refit_reserve(self.hub, datarun)):
             self._finalizing.add(datarun.id)
             self._finalize(datarun)
 

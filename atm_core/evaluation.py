@@ -209,6 +209,12 @@ class Evaluation:
     cv_judgment_metric_stdev: float
     test_judgment_metric: float
     predictions: pd.DataFrame | None = None
+    fit_rows: int = 0  # rows the stored model was fitted on
+
+    @property
+    def fit_seconds(self) -> float:
+        """How long the stored model's fit took."""
+        return float(self.metrics.loc[self.metrics["split"] == "test", "fit_seconds"].iloc[0])
 
     def judgment(self, score_target: str) -> float:
         if score_target == "test":
@@ -268,6 +274,7 @@ def evaluate(
     row = tested.row(data.y_test, test_scores, classes, seconds)
     rows.append({"split": "test", "fold": -1, **row})
     evaluation = _judged(model, rows, metric)
+    evaluation.fit_rows = len(y)
     if out_of_fold is not None and tested.is_proba:
         every_row = np.arange(len(y))
         evaluation.predictions = prediction_frame(
@@ -302,6 +309,7 @@ def _evaluate_on_holdout(
     test_row = tested.row(data.y_test, test_scores, classes, seconds)
     rows = [{"split": "cv", "fold": 0, **judged_row}, {"split": "test", "fold": -1, **test_row}]
     evaluation = _judged(model, rows, metric)
+    evaluation.fit_rows = data.n_fit
     if judged.is_proba and tested.is_proba:
         judged_rows = np.arange(data.n_fit, len(data.y_train))
         folds = np.zeros(len(judged_rows), np.int8)

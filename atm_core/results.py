@@ -7,18 +7,21 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import pandas as pd
 
+from atm_core.artifacts import serialize_model
 from atm_core.data.dataset import FeatureSchema
 from atm_core.data.split import HOLDOUT_SHARE, load_all_rows
 from atm_core.ensemble import CANDIDATES, EnsembleModel, select
 from atm_core.errors import NotFoundError
 from atm_core.evaluation import resolve_metric
-from atm_core.isolation import fit_threads
+from atm_core.isolation import ChildFailed, TimeLimitExceeded, fit_threads, run_isolated
+from atm_core.modelhub.claims import time_limit
 from atm_core.modelhub.hub import ModelHub
-from atm_core.modelhub.models import Classifier, Datarun, DatarunStatus, Ensemble
+from atm_core.modelhub.models import Classifier, Datarun, DatarunStatus, Ensemble, utcnow
 from atm_core.modelhub.reads import judgment
 from atm_core.pipeline import build_pipeline
 
@@ -225,7 +228,10 @@ def refit_ensemble(
 def refit_seconds(hub: ModelHub, classifier: Classifier, datarun: Datarun) -> float:
     """A classifier's refit time on all labelled rows, estimated from its stored model's fit
     (on the training part, or on its fit share under a holdout), scaled by rows."""
-    metrics = hub.load_metrics(classifier.id)
+    if classifier.fit_seconds is not None and classifier.fit_rows:
+        rows = hub.get_dataset(datarun.dataset_id).n_examples
+        return classifier.fit_seconds * rows / classifier.fit_rows
+    metrics = hub.load_metrics(classifier.id)  # recorded before revision 0008
     fitted = float(metrics.loc[metrics["split"] == "test", "fit_seconds"].iloc[0])
     share = 1 - datarun.test_size
     if (metrics["split"] == "cv").sum() == 1:  # a holdout: the model saw its fit share only
@@ -259,8 +265,81 @@ def _refitted(hub: ModelHub, classifier: Classifier, X: pd.DataFrame, y: pd.Seri
         return model.fit(X, y)
 
 
+def final_candidates(hub: ModelHub, datarun_id: int) -> list[Classifier]:
+    """What a finished search refits on all rows: its ensemble's members, else its best
+    classifier; best first."""
+    ensemble = hub.get_ensemble(datarun_id)
+    if ensemble is not None:
+        return [member for member, _ in hub.ensemble_members(ensemble)]
+    best = hub.best_classifier(datarun_id)
+    return [] if best is None else [best]
+
+
+REFIT_MARGIN = 1.25  # estimates from one fit are rough: reserve a quarter more
+FINALIZE_SECONDS = 2.0  # choosing the ensemble, reading every row, the fit process, storing
+
+
+def refit_reserve(hub: ModelHub, datarun: Datarun) -> float:
+    """Seconds a timed datarun (walltime budget or deadline) keeps free for its end: its best
+    classifier's estimated refit on every labelled row and the finalizing around it; 0 for an
+    untimed datarun or one that does not refit."""
+    if not datarun.refit or time_limit(datarun) is None:
+        return 0.0
+    best = hub.best_classifier(datarun.id)
+    if best is None:
+        return FINALIZE_SECONDS
+    return FINALIZE_SECONDS + REFIT_MARGIN * refit_seconds(hub, best, datarun)
+
+
+def refit_final_models(hub: ModelHub, datarun_id: int) -> list[int]:
+    """Refit the final candidates on every labelled row and store them beside their
+    search-time models (``final_model_location``), best first, each while its estimated time
+    fits before the datarun's end (walltime budget or deadline): a refit never overruns the
+    budget; a candidate left out keeps its search-time model. Safe to repeat. Returns the ids
+    refitted now."""
+    datarun = hub.get_datarun(datarun_id)
+    todo = [c for c in final_candidates(hub, datarun_id) if c.final_model_location is None]
+    if not datarun.refit or not todo:
+        return []
+    dataset = hub.get_dataset(datarun.dataset_id)
+    schema = FeatureSchema.from_json(dataset.feature_schema)
+    X, y = _all_rows(hub, datarun_id)
+    end = time_limit(datarun)
+    done = []
+    for classifier in todo:
+        remaining = None if end is None else (end - utcnow()).total_seconds()
+        if remaining is not None and refit_seconds(hub, classifier, datarun) > remaining:
+            log.info("classifier %d keeps its search-time model: no time left", classifier.id)
+            continue
+        template = build_pipeline(
+            hub.get_hyperpartition(classifier.hyperpartition_id).estimator_class,
+            classifier.hyperparameters_values,
+            schema,
+            random_state=datarun.seed,
+            n_jobs=hub.settings.threads,
+        )
+        try:  # in a fit process (no database in it): stopped at the datarun's end
+            blob = run_isolated(partial(_fitted_blob, template, X, y, hub.settings.threads),
+                                remaining)  # fmt: skip
+        except (TimeLimitExceeded, ChildFailed) as exc:
+            log.warning("classifier %d keeps its search-time model: %s", classifier.id, exc)
+            continue
+        key = f"datarun-{datarun_id}/classifier-{classifier.id}/final/model.pkl"
+        stored = hub.store.save_model(key, blob)
+        hub.record_final_model(classifier.id, stored.location, stored.sha256)
+        done.append(classifier.id)
+    return done
+
+
+def _fitted_blob(template: Any, X: pd.DataFrame, y: pd.Series, threads: int) -> bytes:
+    with fit_threads(threads):
+        return serialize_model(template.fit(X, y))
+
+
 def finalize(hub: ModelHub, datarun_id: int) -> str:
-    """A complete datarun's ensemble (chosen once) and leaderboard parquet; safe to repeat.
-    Returns the leaderboard's location."""
+    """A complete datarun's ensemble (chosen once), its final models (refitted on every
+    labelled row) and leaderboard parquet; safe to repeat. Returns the leaderboard's
+    location."""
     build_ensemble(hub, datarun_id)
+    refit_final_models(hub, datarun_id)
     return write_leaderboard(hub, datarun_id)

@@ -189,12 +189,15 @@ def fit_and_serialize(
     return evaluation, blob
 
 
-def classifier_time_limit(datarun: Datarun, now: datetime | None = None) -> float | None:
+def classifier_time_limit(
+    datarun: Datarun, now: datetime | None = None, finish_by: datetime | None = None
+) -> float | None:
     """Seconds the next classifier of ``datarun`` may run; None means no limit.
 
     An explicit ``time_limit`` wins (0 turns limits off); otherwise a quarter of a walltime
     budget (at least 10 s) or 10 minutes for a classifier budget. Never past the datarun's own
-    end (walltime or deadline), so a walltime datarun ends on time.
+    end (walltime or deadline), less the time kept for its final refit (``finish_by``, from
+    the claim), so a walltime datarun ends on time.
     """
     if datarun.time_limit is not None:
         limit = datarun.time_limit or None
@@ -203,6 +206,8 @@ def classifier_time_limit(datarun: Datarun, now: datetime | None = None) -> floa
     else:
         limit = CLASSIFIER_BUDGET_TIME_LIMIT
     end = time_limit(datarun)
+    if finish_by is not None:
+        end = finish_by if end is None else min(end, finish_by)
     if end is not None:
         remaining = max((end - (now or utcnow())).total_seconds(), MIN_REMAINING)
         limit = remaining if limit is None else min(limit, remaining)
@@ -264,7 +269,7 @@ def train_classifier(
                 fit_and_serialize,
                 (template, result.metric, datarun.seed),
                 data,
-                classifier_time_limit(datarun) if isolated else None,
+                classifier_time_limit(datarun, finish_by=claim.finish_by) if isolated else None,
                 hub.settings.threads,
             )
             clock.lap("fit")
@@ -296,6 +301,8 @@ def train_classifier(
             cv_judgment_metric=evaluation.cv_judgment_metric,
             cv_judgment_metric_stdev=evaluation.cv_judgment_metric_stdev,
             test_judgment_metric=evaluation.test_judgment_metric,
+            fit_seconds=evaluation.fit_seconds,
+            fit_rows=evaluation.fit_rows,
         )
         completed = not heartbeat.lost and hub.complete_classifier(claim, outcome)
         clock.lap("record")

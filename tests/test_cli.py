@@ -364,15 +364,18 @@ def test_export_writes_a_loadable_model(
 def test_tampered_model_is_refused_by_predict_and_export(
     atm: Run, hub: ModelHub, trained: int, pollution_path: str, tmp_path: Path
 ) -> None:
+    """Both the final model (refitted on every row) and the search-time one are checked."""
     best = hub.best_classifier(trained)
-    location = Path(best.model_location)
-    location.write_bytes(location.read_bytes()[:-1] + b"!")
-    code, _, err = atm("predict", "--classifier-id", str(best.id), pollution_path)
-    assert code == 2 and "sha256" in err
-    target = tmp_path / "exported.pkl"
-    code, _, err = atm("export", "--classifier-id", str(best.id), str(target))
-    assert code == 2 and "sha256" in err
-    assert not target.exists()
+    for location, flags in ((best.final_model_location, []), (best.model_location,
+                            ["--search-time"])):  # fmt: skip
+        path = Path(location)
+        path.write_bytes(path.read_bytes()[:-1] + b"!")
+        code, _, err = atm("predict", "--classifier-id", str(best.id), *flags, pollution_path)
+        assert code == 2 and "sha256" in err
+        target = tmp_path / "exported.pkl"
+        code, _, err = atm("export", "--classifier-id", str(best.id), *flags, str(target))
+        assert code == 2 and "sha256" in err
+        assert not target.exists()
 
 
 def test_methods_lists_the_catalogue(atm: Run) -> None:

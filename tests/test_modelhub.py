@@ -12,7 +12,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text, update
@@ -26,10 +25,11 @@ from atm_core.modelhub import ModelHub
 from atm_core.modelhub.claims import Outcome
 from atm_core.modelhub.database import (
     SCHEMA_HEAD,
-    _alembic_config,
     create_hub_engine,
     current_revision,
+    foreign_keys_off,
     head_revision,
+    migrate,
 )
 from atm_core.modelhub.history import hyperpartition_spec
 from atm_core.modelhub.models import (
@@ -124,10 +124,8 @@ def test_a_shared_hub_behind_the_schema_waits_for_atm_db_upgrade(
     """An existing MySQL/PostgreSQL hub on an older revision is refused (its other workers may
     run an older ATM) until `atm db upgrade`; an embedded SQLite file upgrades itself."""
     engine = create_hub_engine(database_url)
-    config = _alembic_config()
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0005")
+    with engine.connect() as connection, foreign_keys_off(connection), connection.begin():
+        migrate(connection, "0005")
     engine.dispose()
     settings = make_settings(database_url, tmp_path)
     if database_url.startswith("sqlite"):
@@ -295,10 +293,8 @@ def test_concurrent_registrations_of_the_same_data_give_one_dataset(
 def test_upgrade_merges_duplicate_datasets(database_url: str, tmp_path: Path) -> None:
     """A ModelHub at revision 0001 may hold duplicates; 0002 merges them into the oldest."""
     engine = create_hub_engine(database_url)
-    config = _alembic_config()
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0001")
+    with engine.connect() as connection, foreign_keys_off(connection), connection.begin():
+        migrate(connection, "0001")
     dataset = {
         "name": "d", "train_path": "t.csv", "class_column": "class", "n_examples": 4,
         "k_classes": 2, "d_features": 1, "majority": 0.5, "size_kb": 1, "content_hash": "h" * 64,
@@ -523,14 +519,15 @@ def test_load_model_predicts_and_refuses_tampering(hub: ModelHub, pollution_path
     metrics = hub.load_metrics(best.id)
     assert (metrics["split"] == "cv").sum() == 5 and (metrics["split"] == "test").sum() == 1
 
-    location = Path(best.model_location)
-    assert location.is_absolute() and location.is_file()
-    location.write_bytes(location.read_bytes() + b"tampered")
-    with pytest.raises(IntegrityError, match="sha256"):
-        hub.load_model(best.id)
-    location.unlink()
-    with pytest.raises(NotFoundError, match="not found"):
-        hub.load_model(best.id)
+    for location, final in ((Path(best.final_model_location), True),
+                            (Path(best.model_location), False)):  # fmt: skip
+        assert location.is_absolute() and location.is_file()
+        location.write_bytes(location.read_bytes() + b"tampered")
+        with pytest.raises(IntegrityError, match="sha256"):
+            hub.load_model(best.id, final=final)
+        location.unlink()
+        with pytest.raises(NotFoundError, match="not found"):
+            hub.load_model(best.id, final=final)
 
 
 def test_load_model_of_unfinished_classifier_is_refused(hub: ModelHub, pollution_path: str) -> None:

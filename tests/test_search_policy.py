@@ -378,10 +378,12 @@ def test_large_data_is_judged_on_a_holdout(sqlite_hub: ModelHub, iris_path: str)
 def test_refit_best_model_uses_every_row(tmp_path: Path, iris_path: str) -> None:
     atm = ATM(f"sqlite:///{tmp_path / 'atm.db'}", str(tmp_path / "artifacts"))
     result = atm.run(iris_path, methods=["knn"], budget=2)
-    stored = result.load_best_model()
+    stored = atm.hub.load_model(result.get_best_classifier().id, final=False)
+    final = result.load_best_model()  # refitted on every row when the search ended
     refit = result.refit_best_model()
     frame = pd.read_csv(iris_path)
     assert stored.named_steps["estimator"].n_samples_fit_ < len(frame)
+    assert final.named_steps["estimator"].n_samples_fit_ == len(frame)
     assert refit.named_steps["estimator"].n_samples_fit_ == len(frame)
     path = result.export_best_classifier(tmp_path / "final.pkl", refit=True)
     import pickle

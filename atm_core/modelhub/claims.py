@@ -46,6 +46,7 @@ class Claim:
     datarun_id: int
     token: str
     attempt: int
+    finish_by: datetime | None = None  # the datarun's end, less the time its final refit needs
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ class Outcome:
     cv_judgment_metric_stdev: float
     test_judgment_metric: float
     predictions_location: str | None = None
+    fit_seconds: float | None = None  # the stored model's fit
+    fit_rows: int | None = None
 
 
 class DuplicateProposal(Exception):
@@ -254,6 +257,8 @@ def complete(session: Session, claim: Claim, outcome: Outcome) -> bool:
             cv_judgment_metric=outcome.cv_judgment_metric,
             cv_judgment_metric_stdev=outcome.cv_judgment_metric_stdev,
             test_judgment_metric=outcome.test_judgment_metric,
+            fit_seconds=outcome.fit_seconds,
+            fit_rows=outcome.fit_rows,
         )
         .execution_options(synchronize_session=False)
     )
@@ -368,8 +373,9 @@ def running_count(session: Session, datarun_id: int) -> int:
     )
 
 
-def finish_if_done(session: Session, datarun_id: int) -> bool:
-    """Complete the datarun when nothing runs and no budget or partition is left; True once."""
+def finish_if_done(session: Session, datarun_id: int, reserve_seconds: float = 0.0) -> bool:
+    """Complete the datarun when nothing runs and no budget or partition is left (its time
+    budget counted as over ``reserve_seconds`` early: the final refit's); True once."""
     datarun = lock_datarun(session, datarun_id)
     if datarun is None or datarun.status == DatarunStatus.COMPLETE:
         return False
@@ -381,7 +387,8 @@ def finish_if_done(session: Session, datarun_id: int) -> bool:
             Hyperpartition.status == HyperpartitionStatus.INCOMPLETE,
         )
     )
-    if open_partitions and has_budget(session, datarun):
+    reserved = utcnow() + timedelta(seconds=reserve_seconds)
+    if open_partitions and has_budget(session, datarun, reserved):
         return False
     finished = session.execute(
         update(Datarun)

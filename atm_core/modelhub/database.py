@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -179,16 +181,49 @@ def _newer_message(revision: str) -> str:
     )
 
 
+def migrate(connection: Connection, revision: str) -> None:
+    """Upgrade or downgrade to ``revision`` on ``connection``, inside its transaction (on
+    SQLite, call it within :func:`foreign_keys_off`)."""
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    config = _alembic_config()
+    config.attributes["connection"] = connection
+    current = current_revision(connection)
+    script = ScriptDirectory.from_config(config)
+    if revision == "head" or current is None:
+        command.upgrade(config, revision)
+        return
+    ahead = revision in {r.revision for r in script.iterate_revisions(current, "base")}
+    (command.downgrade if ahead else command.upgrade)(config, revision)
+
+
+@contextmanager
+def foreign_keys_off(connection: Connection) -> Iterator[None]:
+    """SQLite only: foreign keys unchecked while migrations run. A batch migration recreates a
+    table (copy, drop, rename), and SQLite would count the rows of other tables pointing at
+    the dropped one as violations, even once they point at its copy. Set outside any
+    transaction, where SQLite honours it."""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    raw = connection.connection.dbapi_connection
+    raw.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        raw.execute("PRAGMA foreign_keys=ON")
+
+
 def upgrade_schema(engine: Engine) -> str | None:
     """Upgrade the ModelHub to the newest schema; concurrent upgraders wait for one another.
 
     Returns the revision it started from (None for a new database).
     """
-    from alembic import command
     from alembic.script import ScriptDirectory
 
     dialect = engine.dialect.name
-    with engine.connect() as connection:
+    with engine.connect() as connection, foreign_keys_off(connection):
         if dialect in ("mysql", "mariadb"):
             connection.execute(text("SELECT GET_LOCK('atm_schema_migration', 300)"))
             connection.commit()  # the lock belongs to the session and outlives this transaction
@@ -205,9 +240,7 @@ def upgrade_schema(engine: Engine) -> str | None:
                 }
                 if current is not None and current not in known:
                     raise ConfigError(_newer_message(current))
-                config = _alembic_config()
-                config.attributes["connection"] = connection
-                command.upgrade(config, "head")
+                migrate(connection, "head")
                 return current
         finally:
             if dialect in ("mysql", "mariadb"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import select
 
@@ -15,6 +16,7 @@ from atm_core.modelhub.models import (
     Datarun,
     Hyperpartition,
     HyperpartitionStatus,
+    utcnow,
 )
 from atm_core.modelhub.reads import judgment
 from atm_core.search.catalogue import ParamSpec
@@ -50,9 +52,10 @@ def search_config(datarun: Datarun) -> SearchConfig:
     )
 
 
-def search_state(hub: ModelHub, datarun: Datarun) -> SearchState:
+def search_state(hub: ModelHub, datarun: Datarun, reserve_seconds: float = 0.0) -> SearchState:
     """Open hyperpartitions with every configuration taken in them and its score, and whether
-    the datarun has budget left, in one transaction (``datarun`` is the caller's copy)."""
+    the datarun has budget left (its time budget counted as over ``reserve_seconds`` early),
+    in one transaction (``datarun`` is the caller's copy)."""
     with hub.transaction() as session:
         partitions = {
             hp.id: Partition(hp.id, hyperpartition_spec(hp))
@@ -77,5 +80,6 @@ def search_state(hub: ModelHub, datarun: Datarun) -> SearchState:
                         score if score is not None and math.isfinite(score) else None,
                     )
                 )
-        budget = claims.has_budget(session, datarun)
+        reserved = utcnow() + timedelta(seconds=reserve_seconds)
+        budget = claims.has_budget(session, datarun, reserved)
     return SearchState(search_config(datarun), list(partitions.values()), budget)

@@ -206,6 +206,19 @@ class ModelHub(Reads):
         if classifier_ids:
             self._write(flag, "flagging lost files")
 
+    def record_final_model(self, classifier_id: int, location: str, sha256: str) -> None:
+        """Keep where a classifier's refit on every labelled row is stored."""
+
+        def record(session: Session) -> None:
+            session.execute(
+                update(Classifier)
+                .where(Classifier.id == classifier_id)
+                .values(final_model_location=location, final_model_sha256=sha256)
+                .execution_options(synchronize_session=False)
+            )
+
+        self._write(record, "recording a final model")
+
     def drop_ensemble(self, datarun_id: int) -> None:
         """Forget a datarun's ensemble (one of its members was lost) so it can be chosen again."""
         self._write(
@@ -216,8 +229,10 @@ class ModelHub(Reads):
         )
 
     # -- stored models ----------------------------------------------------------------------
-    def model_bytes(self, classifier_id: int) -> bytes:
-        """The stored pickle of a complete classifier, checked against its recorded sha256."""
+    def model_bytes(self, classifier_id: int, final: bool = True) -> bytes:
+        """The stored pickle of a complete classifier, checked against its recorded sha256:
+        its refit on every labelled row when there is one and ``final``, else the model its
+        scores were measured on."""
         classifier = self.get_classifier(classifier_id)
         if classifier.status != ClassifierStatus.COMPLETE or not classifier.model_location:
             raise NotFoundError(
@@ -228,11 +243,19 @@ class ModelHub(Reads):
                 f"classifier {classifier_id}'s stored files were found lost on "
                 f"{classifier.files_lost_at:%Y-%m-%d %H:%M} UTC (atm verify)"
             )
+        if final and classifier.final_model_location:
+            return self.store.read_model(
+                classifier.final_model_location, classifier.final_model_sha256
+            )
         return self.store.read_model(classifier.model_location, classifier.model_sha256)
 
-    def load_model(self, classifier_id: int) -> Any:
-        """The fitted pipeline of a complete classifier (sha256-verified): ``predict`` away."""
-        return pickle.loads(self.model_bytes(classifier_id))
+    def load_model(self, classifier_id: int, final: bool = True) -> Any:
+        """The fitted pipeline of a complete classifier (sha256-verified): ``predict`` away.
+
+        By default the model refitted on every labelled row when the search ended (when its
+        datarun refits); ``final=False``: the model fitted on the training part, whose test
+        score the ModelHub records."""
+        return pickle.loads(self.model_bytes(classifier_id, final))
 
     def load_metrics(self, classifier_id: int) -> pd.DataFrame:
         classifier = self.get_classifier(classifier_id)
@@ -245,14 +268,14 @@ class ModelHub(Reads):
             raise NotFoundError(f"classifier {classifier.id} has no stored predictions")
         return self.store.load_frame(classifier.predictions_location)
 
-    def load_ensemble(self, datarun_id: int) -> Any:
-        """The datarun's ensemble as one model (its members' verified pickles, weighted):
-        ``predict`` and ``predict_proba`` away."""
+    def load_ensemble(self, datarun_id: int, final: bool = True) -> Any:
+        """The datarun's ensemble as one model (its members' verified pickles, weighted; see
+        :meth:`load_model` for ``final``): ``predict`` and ``predict_proba`` away."""
         from atm_core.ensemble import EnsembleModel
 
         ensemble = self.ensemble(datarun_id)
         dataset = self.get_dataset(self.get_datarun(datarun_id).dataset_id)
-        members = [(self.load_model(i), weight) for i, weight in ensemble.weights.items()]
+        members = [(self.load_model(i, final), weight) for i, weight in ensemble.weights.items()]
         return EnsembleModel(members, list(dataset.class_labels))
 
     # -- claims (see claims.py) -------------------------------------------------------------
@@ -326,9 +349,10 @@ class ModelHub(Reads):
             "marking exhausted hyperpartitions",
         )
 
-    def finish_if_done(self, datarun_id: int) -> bool:
+    def finish_if_done(self, datarun_id: int, reserve_seconds: float = 0.0) -> bool:
         return self._write(
-            lambda session: claims.finish_if_done(session, datarun_id), "completing a datarun"
+            lambda session: claims.finish_if_done(session, datarun_id, reserve_seconds),
+            "completing a datarun",
         )
 
 

@@ -207,6 +207,9 @@ class Classifier(Base):
     # load_model returns); its scores stay those of the search-time model above.
     final_model_location: Mapped[str | None] = mapped_column(String(1000))
     final_model_sha256: Mapped[str | None] = mapped_column(String(64))
+    # The stored model's fit: seconds and rows (a refit's cost is estimated from them).
+    fit_seconds: Mapped[float | None] = mapped_column(Float)
+    fit_rows: Mapped[int | None] = mapped_column(Integer)
     # Set by `atm verify` when a complete classifier's files are gone or altered.
     files_lost_at: Mapped[datetime | None] = mapped_column(Timestamp)
     # Lease: the worker holding ``claim_token`` renews ``lease_expires_at`` while it trains.

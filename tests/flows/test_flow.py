@@ -98,7 +98,7 @@ def test_a_retried_flow_run_continues_its_datarun(sqlite_hub, pollution_path):
 @pytest.mark.parametrize(
     ("change", "message", "ingested"),
     [
-        ({"train_path": "no/such/file.csv"}, "data file not found: no/such/file.csv", 1),
+        ({"train_path": "no/such/file.csv"}, "data file not found: /.*/no/such/file.csv", 1),
         (
             {"methods": ["dt", "nope"], "budget": 0, "selector": "best"},
             "budget must be a whole number of classifiers of at least 1.*; "

@@ -1,0 +1,84 @@
+"""The final model: when the search ends, the ensemble's members (or the best classifier) are
+refitted on every labelled row and stored beside their search-time models; loading, predicting
+and exporting use them by default; the recorded scores stay those measured before."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pandas as pd
+
+from atm_core import cli
+from atm_core.dataruns import DatarunRequest, enter_data
+from atm_core.driver import Driver
+from atm_core.modelhub import ModelHub
+from atm_core.modelhub.claims import time_limit
+from atm_core.results import final_candidates, refit_final_models, refit_reserve
+
+
+def n_fitted(model) -> int:
+    return int(model.named_steps["estimator"].tree_.n_node_samples[0])
+
+
+def finished(hub: ModelHub, path: str, **options) -> int:
+    datarun_id = enter_data(hub, DatarunRequest(path, methods=["dt"], **options)).dataruns[0].id
+    Driver(hub, datarun_ids=[datarun_id]).run()
+    return datarun_id
+
+
+def test_the_final_models_are_fitted_on_every_row_and_used_by_default(
+    sqlite_hub: ModelHub, iris_path: str, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    datarun_id = finished(sqlite_hub, iris_path, budget=6)
+    members = final_candidates(sqlite_hub, datarun_id)
+    assert members
+    for member in members:
+        assert member.final_model_location.endswith(f"classifier-{member.id}/final/model.pkl")
+        assert n_fitted(sqlite_hub.load_model(member.id)) == 150  # every labelled row
+        assert n_fitted(sqlite_hub.load_model(member.id, final=False)) < 150  # the training part
+    # scores stay those of the search-time models; others have no final model
+    others = [c for c in sqlite_hub.classifiers(datarun_id, status="complete")
+              if c.id not in {m.id for m in members}]  # fmt: skip
+    assert all(c.final_model_location is None for c in others)
+    ensemble = sqlite_hub.load_ensemble(datarun_id)
+    assert all(n_fitted(model) == 150 for model, _ in ensemble.members)
+    assert refit_final_models(sqlite_hub, datarun_id) == []  # done once
+
+    # the CLI: predictions and exports of the final model, or of the search-time one on request
+    monkeypatch.setenv("COLUMNS", "200")
+    flags = ["--database-url", sqlite_hub.settings.database_url,
+             "--artifact-root", sqlite_hub.settings.artifact_root]  # fmt: skip
+    best = members[0].id
+    for extra, rows in (([], 150), (["--search-time"], None)):
+        target = tmp_path / f"model{len(extra)}.pkl"
+        assert cli.main(["export", "--classifier-id", str(best), *extra, *flags, str(target)]) == 0
+        exported = pickle.loads(target.read_bytes())
+        assert (n_fitted(exported) == 150) == (rows == 150)
+    capsys.readouterr()
+    assert cli.main(["predict", "--ensemble", str(datarun_id), *flags, iris_path]) == 0
+    frame = pd.read_csv(iris_path)
+    assert capsys.readouterr().out.split() == [str(label) for label in
+                                              ensemble.predict(frame.drop(columns=["class"]))]
+
+
+def test_no_refit_keeps_the_search_time_models(sqlite_hub: ModelHub, iris_path: str) -> None:
+    datarun_id = finished(sqlite_hub, iris_path, budget=3, refit=False)
+    assert all(c.final_model_location is None for c in sqlite_hub.classifiers(datarun_id))
+    best = sqlite_hub.best_classifier(datarun_id)
+    assert n_fitted(sqlite_hub.load_model(best.id)) < 150
+
+
+def test_a_walltime_datarun_keeps_time_for_its_refit(
+    sqlite_hub: ModelHub, iris_path: str
+) -> None:
+    """Claims carry the datarun's end less the refit's estimated time; the search stops there,
+    and the refit is done before the end."""
+    datarun_id = finished(sqlite_hub, iris_path, budget_type="walltime", budget=0.1)
+    datarun = sqlite_hub.get_datarun(datarun_id)
+    end = time_limit(datarun)
+    best = sqlite_hub.best_classifier(datarun_id)
+    assert best.fit_seconds > 0 and best.fit_rows == 105  # 70 % of 150 rows
+    assert refit_reserve(sqlite_hub, datarun) > best.fit_seconds  # scaled to 150 rows, + margin
+    assert best.final_model_location is not None
+    assert datarun.end_time <= end
