@@ -1,0 +1,10 @@
+"""The dashboard: web pages and a REST API over a ModelHub (``atm dashboard``, ``atm report``).
+
+Importing this package stays cheap (no FastAPI, uvicorn or pandas): the ``atm`` command line
+registers its commands from here, and the Prefect flow links to pages with
+:func:`dashboard_url`. The web app itself is :func:`atm_core.dashboard.app.create_app`.
+"""
+
+from atm_core.dashboard.links import dashboard_url
+
+__all__ = ["dashboard_url"]
