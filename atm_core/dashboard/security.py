@@ -19,7 +19,7 @@ import logging
 import time
 from urllib.parse import urlencode
 
-from starlette.datastructures import URL, Headers
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -99,7 +99,7 @@ class Guard:
         from_query = request.query_params.get(QUERY)
         if self.matches(from_query):
             if request.method == "GET" and wants_html(request.scope):
-                return self.remember(request.url)
+                return self.remember(request)
             return None
         return refusal(
             request.scope,
@@ -113,9 +113,10 @@ class Guard:
         assert self.token is not None
         return bool(supplied) and hmac.compare_digest(supplied.encode(), self.token.encode())
 
-    def remember(self, url: URL) -> Response:
+    def remember(self, request: Request) -> Response:
         """Set the token cookie and send the browser to the same page without ``?token=``."""
-        rest = [(k, v) for k, v in url.query_params.multi_items() if k != QUERY]
+        url = request.url
+        rest = [(k, v) for k, v in request.query_params.multi_items() if k != QUERY]
         target = url.path + (f"?{urlencode(rest)}" if rest else "")
         answer = RedirectResponse(target, status_code=303)
         answer.set_cookie(
