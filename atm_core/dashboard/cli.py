@@ -65,6 +65,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings, console: Console) -
     console.print(
         f"report of datarun {args.datarun_id} written to {path} ({size:.1f} MB, opens offline)",
         highlight=False,
+        soft_wrap=True,
     )
     return 0
 
