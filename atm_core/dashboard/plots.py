@@ -166,7 +166,7 @@ def score_vs_seconds(points: list[Point], palette: dict[str, str], metric: str) 
         for method, trace in sorted(traces.items())
     ]
     plot_layout = layout("seconds per classifier (log scale)", metric)
-    plot_layout["xaxis"]["type"] = "log"
+    plot_layout["xaxis"].update(type="log", tickformat="~g")  # 0.2, 0.5, 1, not "2 5 1"
     return {"data": data, "layout": plot_layout}
 
 

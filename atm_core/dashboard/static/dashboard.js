@@ -34,6 +34,10 @@
     if (typeof value === "object") return JSON.stringify(value);
     return String(value);
   }
+  // a hyperparameter: 4 significant digits, so that tol=0.00012 does not show as 0.0001 or 0
+  function fmtParam(value) {
+    return typeof value === "number" && !Number.isInteger(value) ? String(Number(value.toPrecision(4))) : fmt(value);
+  }
   function link(href, label) {
     return REPORT ? h("span", { text: label }) : h("a", { href: href, text: label });
   }
@@ -68,7 +72,7 @@
     }))]);
   }
   function params(values) {
-    var text = Object.keys(values || {}).sort().map(function (k) { return k + "=" + fmt(values[k], 4); }).join(", ");
+    var text = Object.keys(values || {}).sort().map(function (k) { return k + "=" + fmtParam(values[k]); }).join(", ");
     return h("span", { title: text, text: text.length > 160 ? text.slice(0, 157) + "…" : text });
   }
   function progress(run) {
@@ -207,7 +211,7 @@
     fill("notes", document.createTextNode(view.notes.join(" ")));
     plots(view.figures);
     document.querySelectorAll("figure").forEach(function (f) { f.style.display = view.heldout ? "" : "none"; });
-    fill("hyperparameters", keyValues(Object.keys(c.hyperparameters || {}).sort().map(function (k) { return [k, c.hyperparameters[k]]; })));
+    fill("hyperparameters", keyValues(Object.keys(c.hyperparameters || {}).sort().map(function (k) { return [k, fmtParam(c.hyperparameters[k])]; })));
     var metrics = view.metrics || [];
     var columns = metrics.length ? Object.keys(metrics[0]).map(function (key) {
       return [key, function (row) { return typeof row[key] === "number" && !Number.isInteger(row[key]) ? fmt(row[key], 4) : row[key]; }, key === "split" ? null : "num"];
