@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +18,11 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from atm_core.dashboard.app import DashboardConfig
 from atm_core.dashboard.report import write_report
+from atm_core.dataruns import DatarunRequest, enter_data
+from atm_core.worker import Worker
 from tests.dashboard_support import (
     METHODS,
+    POLLUTION,
     Finished,
     LiveServer,
     complete_ids_best_first,
@@ -177,3 +181,24 @@ def test_report_draws_offline(browser: Browser, finished: Finished, tmp_path: Pa
     assert [url for url in asked if not url.startswith(("file:", "data:"))] == []
     opened.screenshot(path=tmp_path / "report.png", full_page=True)
     context.close()
+
+
+def test_datarun_page_follows_a_running_worker(page: Page, server: LiveServer, finished):
+    """Opened before any classifier exists, the page fills in as a worker trains them, without
+    a reload, and stops polling once the datarun is complete."""
+    hub = finished.hub()
+    entered = enter_data(hub, DatarunRequest(POLLUTION, methods=["dt"], budget=4))
+    datarun_id = entered.dataruns[0].id
+    page.goto(f"{server.base}/dataruns/{datarun_id}")
+    page.wait_for_selector("#title .badge.pending")
+    assert page.locator("#leaderboard table").count() == 0
+    worker = threading.Thread(target=Worker(hub, datarun_ids=[datarun_id]).run)
+    worker.start()
+    try:
+        page.wait_for_selector("#title .badge.complete", timeout=120_000)
+    finally:
+        worker.join()
+        hub.close()
+    assert page.locator("#leaderboard table tbody tr").count() >= 1
+    assert "4 / 4 classifiers" in page.locator("#summary").inner_text()
+    assert trace_lengths(page, "best_by_classifier")["best so far"] >= 1
