@@ -7,4 +7,5 @@ registers its commands from here, and the Prefect flow links to pages with
 
 from atm_core.dashboard.links import dashboard_url
 
-__all__ = ["dashboard_url"]
+DEFAULT_MAX_UPLOAD_MB = 100  # the largest request body (``atm dashboard --max-upload-mb``)
+__all__ = ["DEFAULT_MAX_UPLOAD_MB", "dashboard_url"]

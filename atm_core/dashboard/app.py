@@ -5,11 +5,9 @@ packages (plotly.js, Swagger UI): a browser needs no network beyond the dashboar
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from atm_core import __version__
+from atm_core.dashboard import DEFAULT_MAX_UPLOAD_MB
 from atm_core.dashboard.deployments import PrefectServer, PrefectServerError
 from atm_core.dashboard.responses import one_line
 from atm_core.dashboard.security import AccessLog, Guard
@@ -26,27 +25,20 @@ from atm_core.errors import ATMError, NotFoundError
 from atm_core.modelhub import ModelHub
 from atm_core.settings import Settings
 
-DEFAULT_MAX_UPLOAD_MB = 100
-TOKEN_VARIABLE = "ATM_DASHBOARD_TOKEN"
 STATIC = Path(__file__).resolve().parent / "static"
 log = logging.getLogger("atm.dashboard")
 
 
 @dataclass(frozen=True)
 class DashboardConfig:
-    """How one dashboard runs; secrets (the token, Prefect's key) come from the environment."""
+    """How one dashboard runs (``atm dashboard`` builds it from its flags and environment)."""
 
     settings: Settings
     read_only: bool = False
     token: str | None = None
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 2**20
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 2**20  # request bodies: uploads, rows
     loopback_only: bool = True  # answer only requests addressed to a loopback host name
     prefect: PrefectServer | None = None
-
-    @classmethod
-    def from_environment(cls, settings: Settings, **options: Any) -> DashboardConfig:
-        token = os.environ.get(TOKEN_VARIABLE) or None
-        return cls(settings, token=token, prefect=PrefectServer.from_environment(), **options)
 
 
 def plotly_js() -> Path:

@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
+from atm_core.dashboard import DEFAULT_MAX_UPLOAD_MB
 from atm_core.errors import ConfigError
 from atm_core.settings import Settings
 
@@ -87,8 +88,9 @@ def register(commands: Any, command: Any) -> None:
     dashboard.add_argument(
         "--max-upload-mb",
         type=float,
-        default=100,
-        help="largest accepted request body: uploaded data files, prediction rows (default 100)",
+        default=DEFAULT_MAX_UPLOAD_MB,
+        help="largest accepted request body: uploaded data files, prediction rows "
+        f"(default {DEFAULT_MAX_UPLOAD_MB})",
     )
     report = command(
         "report", cmd_report, "write a datarun's dashboard page as one self-contained HTML file"

@@ -26,6 +26,7 @@ from atm_core.modelhub.models import (
     Dataset,
     Ensemble,
     Hyperpartition,
+    HyperpartitionStatus,
     ScoreTarget,
 )
 from atm_core.results import budget_progress
@@ -221,14 +222,14 @@ class Point(NamedTuple):
 
 def classifier_points(session: Session, datarun: Datarun) -> list[Point]:
     """Every classifier of the datarun in one column scan, in id order."""
-    judgment = judgment_expression(datarun.score_target)
+    score = judgment_expression(datarun.score_target)
     rows = session.execute(
         select(
             Classifier.id,
             Classifier.hyperpartition_id,
             Hyperpartition.method,
             Classifier.status,
-            case((Classifier.status == COMPLETE, judgment)),
+            case((Classifier.status == COMPLETE, score)),
             Classifier.start_time,
             Classifier.end_time,
         )
@@ -245,7 +246,7 @@ def classifier_points(session: Session, datarun: Datarun) -> list[Point]:
 def hyperpartitions(session: Session, datarun: Datarun) -> list[dict[str, Any]]:
     """Each hyperpartition with its classifier counts, best and mean score and status: what
     the selector chose from."""
-    judgment = judgment_expression(datarun.score_target)
+    score = judgment_expression(datarun.score_target)
     complete = Classifier.status == COMPLETE
     stats = {
         row[0]: row[1:]
@@ -255,8 +256,8 @@ def hyperpartitions(session: Session, datarun: Datarun) -> list[dict[str, Any]]:
                 func.count(Classifier.id),
                 func.count(case((complete, 1))),
                 func.count(case((Classifier.status == ERRORED, 1))),
-                func.max(case((complete, judgment))),
-                func.avg(case((complete, judgment))),
+                func.max(case((complete, score))),
+                func.avg(case((complete, score))),
             )
             .where(Classifier.datarun_id == datarun.id)
             .group_by(Classifier.hyperpartition_id)
@@ -280,7 +281,7 @@ def hyperpartitions(session: Session, datarun: Datarun) -> list[dict[str, Any]]:
                 "method": method,
                 "label": partition_label(method, categoricals),
                 "categoricals": {name: value for name, value in categoricals},
-                "status": status.value if hasattr(status, "value") else str(status),
+                "status": HyperpartitionStatus(status).value,
                 "classifiers": count,
                 "complete": done,
                 "errored": errored,
@@ -297,7 +298,7 @@ def leaderboard(
 ) -> tuple[list[dict[str, Any]], int]:
     """Complete classifiers ranked as ``atm leaderboard`` ranks them (judgment metric, then
     id), one page of them; and how many there are."""
-    judgment = judgment_expression(datarun.score_target)
+    score = judgment_expression(datarun.score_target)
     where = (Classifier.datarun_id == datarun.id, Classifier.status == COMPLETE)
     total = session.scalar(select(func.count(Classifier.id)).where(*where)) or 0
     rows = session.execute(
@@ -305,7 +306,7 @@ def leaderboard(
             Classifier.id,
             Hyperpartition.method,
             Hyperpartition.categoricals,
-            judgment,
+            score,
             Classifier.cv_judgment_metric,
             Classifier.cv_judgment_metric_stdev,
             Classifier.test_judgment_metric,
@@ -315,7 +316,7 @@ def leaderboard(
         )
         .join(Hyperpartition, Classifier.hyperpartition_id == Hyperpartition.id)
         .where(*where)
-        .order_by(judgment.desc(), Classifier.id)
+        .order_by(score.desc(), Classifier.id)
         .limit(limit)
         .offset(offset)
     )

@@ -27,7 +27,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 COOKIE = "atm_dashboard_token"
 QUERY = "token"
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
-MIN_TOKEN_LENGTH = 16
 log = logging.getLogger("atm.dashboard")
 
 
