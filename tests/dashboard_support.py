@@ -38,8 +38,12 @@ class Finished:
         return ModelHub(settings=self.settings)
 
 
-def finished_datarun(database_url: str, folder: Path, budget: int) -> Finished:
+def finished_datarun(
+    database_url: str, folder: Path, budget: int, artifact_root: str | None = None
+) -> Finished:
     settings = make_settings(database_url, folder)
+    if artifact_root is not None:
+        settings = settings.replace(artifact_root=artifact_root)
     hub = ModelHub(settings=settings)
     try:
         entered = enter_data(hub, DatarunRequest(POLLUTION, methods=METHODS, budget=budget))

@@ -263,6 +263,29 @@ def test_uploads_over_the_limit_are_refused_with_413(finished, hub):
     assert len(hub.dataruns()) == before
 
 
+def test_artifacts_on_s3(s3_root: str, tmp_path: Path):
+    """Metrics, held-out predictions and models read from S3 (moto), and uploads kept there."""
+    on_s3 = finished_datarun(f"sqlite:///{tmp_path / 'atm.db'}", tmp_path, 3, s3_root)
+    hub = on_s3.hub()
+    best = complete_ids_best_first(hub, on_s3.datarun_id)[0]
+    with LiveServer(DashboardConfig(on_s3.settings)) as live:
+        view = live.get(f"/api/classifiers/{best}/view").json()
+        assert view["classifier"]["model_location"].startswith(s3_root)
+        assert len(view["metrics"]) == 6 and view["notes"] == []
+        assert sum(map(sum, view["figures"]["confusion"]["data"][0]["z"])) == 18
+        model = live.get(f"/api/classifiers/{best}/model")
+        assert hashlib.sha256(model.body).hexdigest() == hub.get_classifier(best).model_sha256
+        lines = Path(POLLUTION).read_bytes().splitlines(keepends=True)
+        created = live.post_file(
+            "/api/dataruns?methods=dt&budget=2&filename=s3.csv", b"".join(lines[:-3])
+        )
+        assert created.status == 201, created.body
+        dataset = hub.get_dataset(hub.get_datarun(created.json()["datarun_ids"][0]).dataset_id)
+        assert dataset.train_path.startswith(f"{s3_root}/uploads/")
+        assert dataset.train_path.endswith("/s3.csv")
+    hub.close()
+
+
 # -- predicting -------------------------------------------------------------------------------
 def test_predict_with_a_classifier_or_the_ensemble(server, finished, hub):
     frame = pd.read_csv(POLLUTION).drop(columns=["Unnamed: 0", "class"], errors="ignore").head(7)
