@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO))
 
 from atm_core.artifacts import serialize_model  # noqa: E402
 from atm_core.dashboard.app import DashboardConfig, create_app  # noqa: E402
-from atm_core.dataruns import DatarunRequest, enter_data  # noqa: E402
+from atm_core.dataruns import enter_data  # noqa: E402
 from atm_core.modelhub import ModelHub  # noqa: E402
 from atm_core.modelhub.models import (  # noqa: E402
     Classifier,
@@ -56,6 +56,7 @@ from atm_core.modelhub.models import (  # noqa: E402
     Hyperpartition,
     utcnow,
 )
+from atm_core.options import DatarunRequest  # noqa: E402
 from atm_core.settings import load_settings  # noqa: E402
 
 POLLUTION = REPO / "atm_core" / "demo_data" / "pollution_1.csv"
@@ -98,6 +99,7 @@ def build_datarun(hub: ModelHub, classifiers: int, seed: int = 0) -> int:
         row = Classifier(
             datarun_id=datarun_id,
             hyperpartition_id=hp_id,
+            method=method,
             host="bench",
             hyperparameters_values={
                 "C": round(10 ** rng.uniform(-3, 3), 5),

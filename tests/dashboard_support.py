@@ -15,11 +15,12 @@ import uvicorn
 from sqlalchemy import func, select
 
 from atm_core.dashboard.app import DashboardConfig, create_app
-from atm_core.dataruns import DatarunRequest, enter_data
+from atm_core.dataruns import enter_data
+from atm_core.driver import Driver
 from atm_core.modelhub import ModelHub
 from atm_core.modelhub.models import Classifier, ClassifierStatus
+from atm_core.options import DatarunRequest
 from atm_core.settings import Settings
-from atm_core.worker import Worker
 from tests.conftest import DEMO_DATA, free_port, make_settings
 
 POLLUTION = str(DEMO_DATA / "pollution_1.csv")
@@ -47,7 +48,7 @@ def finished_datarun(
     hub = ModelHub(settings=settings)
     try:
         entered = enter_data(hub, DatarunRequest(POLLUTION, methods=METHODS, budget=budget))
-        Worker(hub).run()
+        Driver(hub).run()
         return Finished(settings, entered.dataruns[0].id, folder)
     finally:
         hub.close()

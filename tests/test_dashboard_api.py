@@ -14,8 +14,9 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from atm_core.dashboard.app import DashboardConfig
-from atm_core.dataruns import DatarunRequest, enter_data
+from atm_core.dataruns import enter_data
 from atm_core.errors import ATMError
+from atm_core.options import DatarunRequest
 from tests.conftest import fresh_database
 from tests.dashboard_support import (
     POLLUTION,
@@ -197,7 +198,7 @@ def test_entering_a_datarun_validates_like_enter_data(server, finished, hub):
         detail = one_line_detail(server.post_json("/api/dataruns", options), 422)
         assert detail == str(refused.value), changes
     for options, words in [
-        ({"train_path": POLLUTION, "budgett": 3}, "unknown datarun option 'budgett'"),
+        ({"train_path": POLLUTION, "budgett": 3}, "budgett is not a datarun option"),
         ({"train_path": POLLUTION, "methods": "logreg"}, "methods must be a list"),
         ({"budget": 3}, "train_path is required"),
         ({"train_path": 5}, "train_path must be text"),

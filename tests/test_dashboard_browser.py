@@ -18,8 +18,9 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from atm_core.dashboard.app import DashboardConfig
 from atm_core.dashboard.report import write_report
-from atm_core.dataruns import DatarunRequest, enter_data
-from atm_core.worker import Worker
+from atm_core.dataruns import enter_data
+from atm_core.driver import Driver
+from atm_core.options import DatarunRequest
 from tests.dashboard_support import (
     METHODS,
     POLLUTION,
@@ -39,6 +40,7 @@ ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+pytestmark = pytest.mark.slow  # a real browser; make test-fast leaves it out
 PLOTS = ["best_by_time", "best_by_classifier", "method_scores", "score_vs_seconds"]
 
 
@@ -192,7 +194,7 @@ def test_datarun_page_follows_a_running_worker(page: Page, server: LiveServer, f
     page.goto(f"{server.base}/dataruns/{datarun_id}")
     page.wait_for_selector("#title .badge.pending")
     assert page.locator("#leaderboard table").count() == 0
-    worker = threading.Thread(target=Worker(hub, datarun_ids=[datarun_id]).run)
+    worker = threading.Thread(target=Driver(hub, datarun_ids=[datarun_id]).run)
     worker.start()
     try:
         page.wait_for_selector("#title .badge.complete", timeout=120_000)

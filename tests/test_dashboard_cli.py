@@ -102,6 +102,7 @@ def test_an_open_address_needs_a_long_token():
     assert short.returncode == 2 and "too short" in short.stderr
 
 
+@pytest.mark.services  # MariaDB: a database URL with a password
 def test_dashboard_on_an_open_address_with_a_token_hides_secrets(tmp_path: Path):
     """On MariaDB (a URL with a password): the startup line masks it, every request needs the
     token, and the log holds neither the password nor the token given as ?token=."""

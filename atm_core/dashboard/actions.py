@@ -7,9 +7,6 @@ a refusal is a 422 with the same one-line message; nothing is written before it 
 
 from __future__ import annotations
 
-import types
-import typing
-from dataclasses import fields
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
@@ -20,13 +17,13 @@ from atm_core.dashboard import uploads
 from atm_core.dashboard.predictions import ModelCache, predict, rows_frame
 from atm_core.dashboard.queries import redact
 from atm_core.dashboard.responses import json_response
-from atm_core.dataruns import DatarunRequest, enter_data, validate_options
+from atm_core.dataruns import enter_data, validate_options
 from atm_core.errors import ATMError, ConfigError
+from atm_core.options import DatarunRequest, from_mapping, kind, spec
 
 router = APIRouter(prefix="/api", tags=["actions"])
 START = "start_flow_run"
-OPTIONS = {item.name: item for item in fields(DatarunRequest)}
-HINTS = typing.get_type_hints(DatarunRequest)
+KINDS = {item.name: kind(item) for item in spec()}
 
 
 def _datarun_schema() -> dict[str, Any]:
@@ -85,58 +82,41 @@ def model_cache(request: Request) -> ModelCache:
 
 # -- entering dataruns ------------------------------------------------------------------------
 def datarun_request(options: dict[str, Any]) -> DatarunRequest:
-    """A :class:`DatarunRequest` from JSON (or query-string) options, shape-checked: the values
-    themselves are validated by ``atm_core.dataruns``, as for ``atm enter_data``."""
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise ConfigError(f"unknown datarun option '{unknown[0]}': use {', '.join(OPTIONS)}")
+    """A :class:`DatarunRequest` from JSON (or query-string) options: an unknown name is
+    refused here, every value is checked by ``atm_core.dataruns`` as for ``atm enter_data``."""
     if not options.get("train_path"):
         raise ConfigError("train_path is required (a CSV or parquet file with a label column)")
-    for name, value in options.items():
-        hint = HINTS[name]
-        allowed = set(typing.get_args(hint)) if isinstance(hint, types.UnionType) else {hint}
-        if str in allowed and value is not None and not isinstance(value, str):
-            raise ConfigError(f"{name} must be text, got {value!r}")
-        if value is None and type(None) not in allowed:
-            raise ConfigError(f"{name} must not be null")
-    methods = options.get("methods")
-    if methods is not None and (
-        not isinstance(methods, list) or not all(isinstance(m, str) for m in methods)
-    ):
-        raise ConfigError(f"methods must be a list of method names, got {methods!r}")
-    return DatarunRequest(**options)
+    return from_mapping(options)
 
 
 def query_options(request: Request) -> dict[str, Any]:
-    """Datarun options from the query string of an upload (text, converted by the option's
-    type; a value that does not convert is passed on for the validator to name)."""
+    """Datarun options from the query string of an upload, converted by each option's kind; a
+    value that does not convert is passed on for the checks to name."""
     options: dict[str, Any] = {}
     for name, value in request.query_params.multi_items():
-        if name == "methods":
-            options.setdefault("methods", []).extend(value.replace(",", " ").split())
-            continue
-        hint = HINTS.get(name)
-        kinds = set(typing.get_args(hint)) if isinstance(hint, types.UnionType) else {hint}
-        options[name] = convert(value, kinds)
+        if KINDS.get(name) == "list":
+            options.setdefault(name, []).extend(value.replace(",", " ").split())
+        else:
+            options[name] = convert(value, KINDS.get(name, "str"))
     return options
 
 
-def convert(value: str, kinds: set[Any]) -> Any:
-    if bool in kinds and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+def convert(value: str, value_kind: str) -> Any:
+    if value_kind == "bool" and value.lower() in ("true", "1", "yes", "false", "0", "no"):
         return value.lower() in ("true", "1", "yes")
-    for kind in (int, float):
-        if kind in kinds:
+    for name, cast in (("int", int), ("float", float)):
+        if value_kind == name:
             try:
-                return kind(value)
+                return cast(value)
             except ValueError:
-                continue
+                return value
     return value
 
 
 def flag(options: dict[str, Any], name: str) -> bool:
     value = options.pop(name, False)
     if isinstance(value, str):
-        value = convert(value, {bool})
+        value = convert(value, "bool")
     if not isinstance(value, bool):
         raise ConfigError(f"{name} must be true or false, got {value!r}")
     return value
@@ -236,7 +216,7 @@ async def predict_rows(request: Request) -> Response:
     else:
         params = request.query_params
         chosen = tuple(
-            convert(params[name], {int}) if name in params else None
+            convert(params[name], "int") if name in params else None
             for name in ("classifier_id", "ensemble")
         )
         name = uploads.safe_name(params.get("filename"))

@@ -16,8 +16,6 @@ from typing import Any, NamedTuple
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from atm_core.errors import NotFoundError
-from atm_core.modelhub.hub import DatarunProgress, judgment, judgment_expression
 from atm_core.modelhub.models import (
     Classifier,
     ClassifierStatus,
@@ -29,8 +27,14 @@ from atm_core.modelhub.models import (
     HyperpartitionStatus,
     ScoreTarget,
 )
-from atm_core.results import budget_progress
-from atm_core.search.hyperpartitions import HyperpartitionSpec
+from atm_core.modelhub.reads import (
+    DatarunProgress,
+    found,
+    judgment,
+    judgment_expression,
+    partition_label,
+)
+from atm_core.progress import budget_progress
 
 COMPLETE = ClassifierStatus.COMPLETE
 ERRORED = ClassifierStatus.ERRORED
@@ -67,17 +71,14 @@ def seconds_between(start: datetime | None, end: datetime | None) -> float | Non
     return round((end - start).total_seconds(), 3)
 
 
-def partition_label(method: str, categoricals: list[Any]) -> str:
-    """``svm(kernel=rbf)``, as ``atm leaderboard`` names hyperpartitions."""
-    pairs = tuple((name, value) for name, value in categoricals)
-    return HyperpartitionSpec(method, "", pairs, ()).label()
-
-
-def _found(session: Session, model: type, key: int) -> Any:
-    row = session.get(model, key)
-    if row is None:
-        raise NotFoundError(f"no {model.__tablename__[:-1]} with id {key} in the ModelHub")
-    return row
+def partition_labels(session: Session, datarun_id: int) -> dict[int, str]:
+    """``svm(kernel=rbf)`` by hyperpartition id, as ``atm leaderboard`` names them."""
+    return {
+        partition.id: partition_label(partition)
+        for partition in session.scalars(
+            select(Hyperpartition).where(Hyperpartition.datarun_id == datarun_id)
+        )
+    }
 
 
 # -- dataruns ---------------------------------------------------------------------------------
@@ -109,7 +110,7 @@ def list_dataruns(
 
 def datarun_summary(session: Session, datarun_id: int) -> dict[str, Any]:
     """One datarun as the list shows it, plus its configuration and best classifier."""
-    datarun = _found(session, Datarun, datarun_id)
+    datarun = found(session, Datarun, datarun_id)
     dataset = session.get(Dataset, datarun.dataset_id)
     summary = _summaries(session, [(datarun, dataset.name)])[0]
     best = session.execute(
@@ -264,24 +265,19 @@ def hyperpartitions(session: Session, datarun: Datarun) -> list[dict[str, Any]]:
         )
     }
     partitions = []
-    for hp_id, method, categoricals, status in session.execute(
-        select(
-            Hyperpartition.id,
-            Hyperpartition.method,
-            Hyperpartition.categoricals,
-            Hyperpartition.status,
-        )
+    for partition in session.scalars(
+        select(Hyperpartition)
         .where(Hyperpartition.datarun_id == datarun.id)
         .order_by(Hyperpartition.id)
     ):
-        count, done, errored, best, mean = stats.get(hp_id, (0, 0, 0, None, None))
+        count, done, errored, best, mean = stats.get(partition.id, (0, 0, 0, None, None))
         partitions.append(
             {
-                "id": hp_id,
-                "method": method,
-                "label": partition_label(method, categoricals),
-                "categoricals": {name: value for name, value in categoricals},
-                "status": HyperpartitionStatus(status).value,
+                "id": partition.id,
+                "method": partition.method,
+                "label": partition_label(partition),
+                "categoricals": {name: value for name, value in partition.categoricals},
+                "status": HyperpartitionStatus(partition.status).value,
                 "classifiers": count,
                 "complete": done,
                 "errored": errored,
@@ -301,11 +297,12 @@ def leaderboard(
     score = judgment_expression(datarun.score_target)
     where = (Classifier.datarun_id == datarun.id, Classifier.status == COMPLETE)
     total = session.scalar(select(func.count(Classifier.id)).where(*where)) or 0
+    labels = partition_labels(session, datarun.id)
     rows = session.execute(
         select(
             Classifier.id,
             Hyperpartition.method,
-            Hyperpartition.categoricals,
+            Classifier.hyperpartition_id,
             score,
             Classifier.cv_judgment_metric,
             Classifier.cv_judgment_metric_stdev,
@@ -325,7 +322,7 @@ def leaderboard(
             "rank": offset + index + 1,
             "classifier_id": cid,
             "method": method,
-            "hyperpartition": partition_label(method, categoricals),
+            "hyperpartition": labels[hp_id],
             "judgment_metric": number(score),
             "cv_judgment_metric": number(cv),
             "cv_judgment_metric_stdev": number(stdev),
@@ -333,7 +330,7 @@ def leaderboard(
             "hyperparameters": values,
             "seconds": seconds_between(start, end),
         }
-        for index, (cid, method, categoricals, score, cv, stdev, test, values, start, end) in (
+        for index, (cid, method, hp_id, score, cv, stdev, test, values, start, end) in (
             enumerate(rows)
         )
     ]
@@ -348,13 +345,14 @@ def classifiers(
     offset: int = 0,
 ) -> tuple[list[dict[str, Any]], int]:
     """One page of a datarun's classifiers in id order, whatever their status."""
-    datarun = _found(session, Datarun, datarun_id)
+    datarun = found(session, Datarun, datarun_id)
     conditions = [Classifier.datarun_id == datarun_id]
     if status is not None:
         conditions.append(Classifier.status == status)
     total = session.scalar(select(func.count(Classifier.id)).where(*conditions)) or 0
+    labels = partition_labels(session, datarun_id)
     rows = session.execute(
-        select(Classifier, Hyperpartition.method, Hyperpartition.categoricals)
+        select(Classifier, Hyperpartition.method)
         .join(Hyperpartition, Classifier.hyperpartition_id == Hyperpartition.id)
         .where(*conditions)
         .order_by(Classifier.id)
@@ -362,19 +360,19 @@ def classifiers(
         .offset(offset)
     ).all()
     return [
-        classifier_record(c, method, categoricals, datarun) for c, method, categoricals in rows
+        classifier_record(c, method, labels[c.hyperpartition_id], datarun) for c, method in rows
     ], total
 
 
 def classifier_record(
-    classifier: Classifier, method: str, categoricals: list[Any], datarun: Datarun
+    classifier: Classifier, method: str, label: str, datarun: Datarun
 ) -> dict[str, Any]:
     return {
         "id": classifier.id,
         "datarun_id": classifier.datarun_id,
         "hyperpartition_id": classifier.hyperpartition_id,
         "method": method,
-        "hyperpartition": partition_label(method, categoricals),
+        "hyperpartition": label,
         "status": classifier.status.value,
         "judgment_metric": number(judgment(classifier, datarun.score_target)),
         "cv_judgment_metric": number(classifier.cv_judgment_metric),
@@ -393,11 +391,11 @@ def classifier_record(
 
 def classifier_detail(session: Session, classifier_id: int) -> dict[str, Any]:
     """A classifier with where its files are and its whole error message."""
-    classifier = _found(session, Classifier, classifier_id)
+    classifier = found(session, Classifier, classifier_id)
     datarun = session.get(Datarun, classifier.datarun_id)
     partition = session.get(Hyperpartition, classifier.hyperpartition_id)
     dataset = session.get(Dataset, datarun.dataset_id)
-    record = classifier_record(classifier, partition.method, partition.categoricals, datarun)
+    record = classifier_record(classifier, partition.method, partition_label(partition), datarun)
     record.update(
         estimator_class=partition.estimator_class,
         metric=datarun.metric,
@@ -464,13 +462,14 @@ def ensemble(session: Session, datarun_id: int) -> dict[str, Any] | None:
     if row is None:
         return None
     weights = row.weights
+    labels = partition_labels(session, datarun_id)
     members = {
-        cid: (method, categoricals, cv, test)
-        for cid, method, categoricals, cv, test in session.execute(
+        cid: (method, labels[hp_id], cv, test)
+        for cid, method, hp_id, cv, test in session.execute(
             select(
                 Classifier.id,
                 Hyperpartition.method,
-                Hyperpartition.categoricals,
+                Classifier.hyperpartition_id,
                 Classifier.cv_judgment_metric,
                 Classifier.test_judgment_metric,
             )
@@ -488,7 +487,7 @@ def ensemble(session: Session, datarun_id: int) -> dict[str, Any] | None:
                 "classifier_id": cid,
                 "weight": weight,
                 "method": members[cid][0],
-                "hyperpartition": partition_label(members[cid][0], members[cid][1]),
+                "hyperpartition": members[cid][1],
                 "cv_judgment_metric": number(members[cid][2]),
                 "test_judgment_metric": number(members[cid][3]),
             }
@@ -546,7 +545,7 @@ def list_datasets(
 
 
 def dataset_detail(session: Session, dataset_id: int) -> dict[str, Any]:
-    dataset = _found(session, Dataset, dataset_id)
+    dataset = found(session, Dataset, dataset_id)
     count = session.scalar(select(func.count(Datarun.id)).where(Datarun.dataset_id == dataset_id))
     record = dataset_record(dataset, count or 0)
     record["features"] = dataset.feature_schema
