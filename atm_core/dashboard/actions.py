@@ -137,12 +137,12 @@ async def enter_datarun(request: Request) -> Response:
     refuse_if_read_only(request)
     config = request.app.state.config
     hub = request.app.state.hub
-    kind = uploads.body_kind(request)
+    body_type = uploads.body_kind(request)
     body = await uploads.read_body(request, config.max_upload_bytes)
-    options = uploads.json_object(body) if kind == uploads.JSON else query_options(request)
+    options = uploads.json_object(body) if body_type == uploads.JSON else query_options(request)
     start = flag(options, START)
-    filename = options.pop("filename", None) if kind == uploads.FILE else None
-    if kind == uploads.FILE:
+    filename = options.pop("filename", None) if body_type == uploads.FILE else None
+    if body_type == uploads.FILE:
         if options.get("train_path"):
             raise ConfigError("give train_path or upload a file, not both")
         if not body:
@@ -154,7 +154,7 @@ async def enter_datarun(request: Request) -> Response:
         raise ConfigError(f"{START} needs a Prefect server: set PREFECT_API_URL for the dashboard")
     deployment = await run_in_threadpool(config.prefect.datarun_deployment) if start else None
     stored = None
-    if kind == uploads.FILE:
+    if body_type == uploads.FILE:
         key = uploads.upload_key(body, str(filename or "upload.csv"))
         if not await run_in_threadpool(hub.store.exists, key):
             stored = key
@@ -201,9 +201,9 @@ async def enter_datarun(request: Request) -> Response:
 async def predict_rows(request: Request) -> Response:
     refuse_if_read_only(request)
     config = request.app.state.config
-    kind = uploads.body_kind(request)
+    body_type = uploads.body_kind(request)
     body = await uploads.read_body(request, config.max_upload_bytes)
-    if kind == uploads.JSON:
+    if body_type == uploads.JSON:
         payload = uploads.json_object(body)
         unknown = sorted(set(payload) - {"classifier_id", "ensemble", "rows"})
         if unknown:
