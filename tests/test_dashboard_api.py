@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from atm_core.dashboard.app import DashboardConfig
 from atm_core.dataruns import enter_data
 from atm_core.errors import ATMError
+from atm_core.modelhub.models import Classifier, utcnow
 from atm_core.options import DatarunRequest
 from tests.conftest import fresh_database
 from tests.dashboard_support import (
@@ -408,3 +409,23 @@ def test_no_answer_shows_the_database_url_or_password(server, finished, hub):
         assert answer.status == 200, path
         for secret in secrets:
             assert secret not in answer.text, (path, secret)
+
+
+def test_classifiers_with_lost_files_leave_the_rankings(tmp_path: Path):
+    """One ranking for `atm leaderboard` and the dashboard: files `atm verify` found lost."""
+    run = finished_datarun(f"sqlite:///{tmp_path / 'atm.db'}", tmp_path, 4)
+    hub = run.hub()
+    best, *rest = complete_ids_best_first(hub, run.datarun_id)
+    with hub.transaction() as session:
+        session.get(Classifier, best).files_lost_at = utcnow()
+    with LiveServer(DashboardConfig(run.settings)) as live:
+        board = live.get(f"/api/dataruns/{run.datarun_id}/leaderboard").json()
+        assert [row["classifier_id"] for row in board["items"]] == rest
+        assert [row["classifier_id"] for row in board["items"]] == [
+            row["classifier_id"] for row in hub.leaderboard_rows(run.datarun_id)
+        ]
+        summary = live.get(f"/api/dataruns/{run.datarun_id}").json()
+        assert summary["best_classifier_id"] == rest[0] and summary["files_lost"] == 1
+        view = live.get(f"/api/classifiers/{best}/view").json()
+        assert view["classifier"]["files_lost_at"] and "atm verify" in view["notes"][0]
+    hub.close()

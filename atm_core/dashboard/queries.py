@@ -33,6 +33,7 @@ from atm_core.modelhub.reads import (
     judgment,
     judgment_expression,
     partition_label,
+    usable,
 )
 from atm_core.progress import budget_progress
 
@@ -115,7 +116,7 @@ def datarun_summary(session: Session, datarun_id: int) -> dict[str, Any]:
     summary = _summaries(session, [(datarun, dataset.name)])[0]
     best = session.execute(
         select(Classifier.id)
-        .where(Classifier.datarun_id == datarun_id, Classifier.status == COMPLETE)
+        .where(Classifier.datarun_id == datarun_id, *usable())
         .order_by(judgment_expression(datarun.score_target).desc(), Classifier.id)
         .limit(1)
     ).scalar()
@@ -151,10 +152,17 @@ def _summaries(session: Session, rows: list[tuple[Datarun, str]]) -> list[dict[s
     best: dict[int, dict[str, float | None]] = {}
     for datarun_id, *values in session.execute(
         select(Classifier.datarun_id, *[func.max(judgment_expression(t)) for t in targets])
-        .where(Classifier.datarun_id.in_(ids), Classifier.status == COMPLETE)
+        .where(Classifier.datarun_id.in_(ids), *usable())
         .group_by(Classifier.datarun_id)
     ):
         best[datarun_id] = {t.value: number(v) for t, v in zip(targets, values, strict=True)}
+    lost = dict(
+        session.execute(
+            select(Classifier.datarun_id, func.count(Classifier.id))
+            .where(Classifier.datarun_id.in_(ids), Classifier.files_lost_at.is_not(None))
+            .group_by(Classifier.datarun_id)
+        ).all()
+    )
     methods: dict[int, dict[str, int]] = defaultdict(dict)
     for datarun_id, method in session.execute(
         select(Hyperpartition.datarun_id, Hyperpartition.method)
@@ -171,6 +179,7 @@ def _summaries(session: Session, rows: list[tuple[Datarun, str]]) -> list[dict[s
         methods[datarun_id][method] = count
     return [
         _summary(datarun, name, counts[datarun.id], best.get(datarun.id, {}), methods[datarun.id])
+        | {"files_lost": lost.get(datarun.id, 0)}
         for datarun, name in rows
     ]
 
@@ -293,9 +302,10 @@ def leaderboard(
     session: Session, datarun: Datarun, limit: int | None = 20, offset: int = 0
 ) -> tuple[list[dict[str, Any]], int]:
     """Complete classifiers ranked as ``atm leaderboard`` ranks them (judgment metric, then
-    id), one page of them; and how many there are."""
+    id; those whose files ``atm verify`` found lost left out), one page of them; and how many
+    there are."""
     score = judgment_expression(datarun.score_target)
-    where = (Classifier.datarun_id == datarun.id, Classifier.status == COMPLETE)
+    where = (Classifier.datarun_id == datarun.id, *usable())
     total = session.scalar(select(func.count(Classifier.id)).where(*where)) or 0
     labels = partition_labels(session, datarun.id)
     rows = session.execute(
@@ -386,6 +396,7 @@ def classifier_record(
         "host": classifier.host,
         "error_kind": classifier.error_kind.value if classifier.error_kind else None,
         "error": error_summary(classifier.error_message),
+        "files_lost_at": iso(classifier.files_lost_at),
     }
 
 

@@ -63,6 +63,11 @@ def classifier_view(hub: ModelHub, classifier_id: int) -> dict[str, Any]:
         "figures": {},
         "live": detail["status"] == "running",
     }
+    if row.files_lost_at is not None:
+        view["notes"].append(
+            f"`atm verify` found its stored files lost or altered on {detail['files_lost_at']} "
+            "UTC: it is left out of rankings and ensembles"
+        )
     if row.metrics_location:
         try:
             view["metrics"] = metric_records(hub.load_metrics(classifier_id))

@@ -143,7 +143,7 @@
       ["progress", progress(run), run.budget_type + " budget"],
       ["best " + run.metric + " (" + run.score_target + ")", best, run.best_classifier_id === null ? "no complete classifier yet" : "classifier #" + run.best_classifier_id],
       ["ensemble", ensemble ? fmt(ensemble.cv_judgment_metric) : "–", ensemble ? "test " + fmt(ensemble.test_judgment_metric) + ", " + ensemble.members.length + " members" : "chosen when the datarun completes"],
-      ["classifiers", String(run.classifiers_total), run.classifiers.complete + " complete, " + run.classifiers.errored + " errored, " + run.classifiers.running + " running"],
+      ["classifiers", String(run.classifiers_total), run.classifiers.complete + " complete, " + run.classifiers.errored + " errored, " + run.classifiers.running + " running" + (run.files_lost ? ", " + run.files_lost + " with files lost" : "")],
       ["search", run.selector, "tuner " + run.tuner + ", r_minimum " + run.r_minimum],
       ["methods", methodMix(run.methods)],
       ["started (UTC)", run.start_time || "not yet", run.end_time ? "ended " + run.end_time : ""],
