@@ -95,6 +95,17 @@ class ArtifactStore:
         locations = list(beside)
         return ClassifierFiles(stored, locations[0], locations[1] if len(locations) > 1 else None)
 
+    def save_file(self, key: str, data: bytes) -> str:
+        """Store ``data`` as it is (a data file uploaded to the dashboard); its location."""
+        location = self.url(key)
+        self._put_all({location: data})
+        return location
+
+    def exists(self, key: str) -> bool:
+        path = self._path(self.url(key))
+        self.fs.invalidate_cache(path)
+        return bool(self.fs.exists(path))
+
     def save_frame(self, key: str, frame: pd.DataFrame) -> str:
         location = self.url(key)
         self._put_all({location: _parquet(frame)})
