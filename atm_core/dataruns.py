@@ -87,12 +87,13 @@ def validate_options(request: DatarunRequest) -> tuple[dict[str, Any], list[Meth
         _collect(found, lambda: resolve_tuner(request.tuner))
     if isinstance(request.budget, int | float) and not isinstance(request.budget, bool):
         if request.budget_type == "walltime" and not request.budget > 0:
-            found.append(f"budget must be more than 0 minutes, got {request.budget}")
+            found.append(f"budget must be more than 0 minutes, got {request.budget:g}")
         elif request.budget_type != "walltime" and (
             request.budget < 1 or request.budget != int(request.budget)
         ):
             found.append(
-                f"budget must be a whole number of classifiers of at least 1, got {request.budget}"
+                "budget must be a whole number of classifiers of at least 1, "
+                f"got {request.budget:g}"
             )
     if request.gridding == 1:
         found.append("gridding must be 0 (continuous) or at least 2 grid points")

@@ -16,6 +16,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from atm_core.dashboard import dashboard_url
 from atm_core.modelhub import ModelHub
 from atm_core.progress import budget_progress
 from atm_core.results import DatarunSummary, ensemble_members_text
@@ -107,8 +108,12 @@ def publish_results(hub: ModelHub, summary: DatarunSummary) -> None:
         description=f"Top {LEADERBOARD_ROWS} classifiers of datarun {summary.datarun_id} "
         f"({summary.metric}, {summary.score_target})",
     )
+    markdown = summary.to_markdown()
+    link = dashboard_url(summary.datarun_id)
+    if link:
+        markdown += f"\n\n[The datarun on the dashboard]({link})"
     create_markdown_artifact(
-        markdown=summary.to_markdown(),
+        markdown=markdown,
         key=artifact_key(summary.datarun_id, "best-model"),
         description=f"Best model of datarun {summary.datarun_id}",
     )
@@ -129,4 +134,7 @@ def result_line(summary: DatarunSummary) -> str:
             f"ensemble {ensemble_members_text(summary.ensemble)}: "
             f"cv {summary.ensemble_cv:.4f}, test {summary.ensemble_test:.4f}"
         )
+    link = dashboard_url(summary.datarun_id)
+    if link:
+        parts.append(link)
     return "; ".join(parts)

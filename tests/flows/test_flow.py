@@ -23,7 +23,10 @@ from flows.nightly import nightly
 from tests.flows.conftest import read_artifacts, task_runs
 
 
-def test_datarun_returns_the_best_model_and_shows_it_in_the_ui(sqlite_hub, pollution_path):
+def test_datarun_returns_the_best_model_and_shows_it_in_the_ui(
+    sqlite_hub, pollution_path, monkeypatch, caplog
+):
+    monkeypatch.setenv("ATM_DASHBOARD_URL", "http://atm.internal:8000/")
     state = datarun(
         train_path=pollution_path,
         methods=["logreg", "dt"],
@@ -61,6 +64,14 @@ def test_datarun_returns_the_best_model_and_shows_it_in_the_ui(sqlite_hub, pollu
     best_model = read_artifacts(f"atm-datarun-{datarun_id}-best-model", flow_run_id)
     assert best_model[-1].type == "markdown"
     assert f"classifier {best.id}" in best_model[-1].data
+    link = f"http://atm.internal:8000/dataruns/{datarun_id}"
+    assert f"[The datarun on the dashboard]({link})" in best_model[-1].data
+    # the run's last line: the datarun, its best score and ensemble, the dashboard's page
+    last = [r.getMessage() for r in caplog.records if r.name == "prefect.flow_runs"][-2]
+    assert last.startswith(
+        f"datarun {datarun_id} is complete; best f1 {best.cv_judgment_metric:.4f}"
+    )
+    assert "; ensemble " in last and last.endswith(link)
     progress = read_artifacts(f"atm-datarun-{datarun_id}-progress", flow_run_id)
     assert progress[-1].type == "progress" and progress[-1].data == 100.0
     classifier_runs = [name for name in task_runs(flow_run_id) if name.startswith("classifier")]
@@ -101,8 +112,8 @@ def test_a_retried_flow_run_continues_its_datarun(sqlite_hub, pollution_path):
         ({"train_path": "no/such/file.csv"}, "data file not found: /.*/no/such/file.csv", 1),
         (
             {"methods": ["dt", "nope"], "budget": 0, "selector": "best"},
-            "budget must be a whole number of classifiers of at least 1.*; "
-            "unknown method 'nope'.*; unknown selector 'best'",
+            "unknown method 'nope'.*; unknown selector 'best'.*; "
+            "budget must be a whole number of classifiers of at least 1, got 0$",
             0,
         ),
     ],
