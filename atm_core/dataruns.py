@@ -26,6 +26,7 @@ from atm_core.evaluation import (
 from atm_core.modelhub.hub import ModelHub
 from atm_core.modelhub.models import Datarun, utcnow
 from atm_core.options import DatarunRequest
+from atm_core.rungs import top_rung
 from atm_core.search.catalogue import Method, load_method
 from atm_core.search.hyperpartitions import HyperpartitionSpec, enumerate_hyperpartitions
 from atm_core.search.selectors import resolve_selector
@@ -175,7 +176,7 @@ def check_request(request: DatarunRequest) -> tuple[DatasetInfo, dict[str, Any],
     if request.methods is None:
         methods = [load_method(name) for name in default_portfolio(info)]
     metric = resolve_metric(request.metric, info.k_classes)
-    split_frames(
+    split = split_frames(
         train,
         test,
         info.class_column,
@@ -184,7 +185,9 @@ def check_request(request: DatarunRequest) -> tuple[DatasetInfo, dict[str, Any],
         options["test_size"],
         options["cv_folds"],
     )
-    return info, {**options, "metric": metric}, methods
+    rung = top_rung(len(split.y_train), options["fidelity"])
+    stored = {**options, "metric": metric, "top_rung": rung, "train_rows": len(split.y_train)}
+    return info, stored, methods
 
 
 def ingest(hub: ModelHub, request: DatarunRequest) -> Ingested:

@@ -22,9 +22,11 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from atm_core import results
+from atm_core.cost import CostModel
+from atm_core.data.split import HOLDOUT_SHARE, folds_for
 from atm_core.errors import ATMError, DataUnavailable, NotFoundError
 from atm_core.evaluation import silence_fit_warnings
 from atm_core.memory import give_back
@@ -39,6 +41,7 @@ from atm_core.modelhub.models import (
     utcnow,
 )
 from atm_core.reporting import ClassifierResult, Reporter
+from atm_core.rungs import rung_rows
 from atm_core.search.catalogue import builtin_methods, load_method
 from atm_core.search.plugins import is_custom
 from atm_core.search.proposal import propose
@@ -57,11 +60,41 @@ log = logging.getLogger(__name__)
 MAX_OUTAGE_DELAY = 30.0  # seconds between checks of a lost database or store
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What the cost model says about evaluations of one datarun, for the driver's claims."""
+
+    datarun: Datarun
+    costs: CostModel
+    finish_by: datetime | None
+
+    def shape(self, rung: int) -> tuple[int, int]:
+        """(rows each fit sees, fits) of an evaluation at ``rung``."""
+        rows = self.datarun.train_rows or 0
+        top = self.datarun.top_rung
+        if rung < top:
+            return round(rung_rows(rung, top, rows) * (1 - HOLDOUT_SHARE)), 1
+        folds = folds_for(rows, self.datarun.cv_folds)
+        return (rows, folds + 1) if folds else (round(rows * (1 - HOLDOUT_SHARE)), 1)
+
+    def limit(self, method: str, rung: int) -> float | None:
+        return self.costs.time_limit(method, *self.shape(rung))
+
+    def affordable(self, method: str, rung: int) -> bool:
+        """Whether an evaluation at ``rung`` is predicted to finish before ``finish_by``."""
+        if self.finish_by is None:
+            return True
+        predicted = self.costs.evaluation_seconds(method, *self.shape(rung))
+        left = (self.finish_by - utcnow()).total_seconds()
+        return predicted is None or predicted <= left
+
+
 def next_claim(
     hub: ModelHub, datarun: Datarun | int, clock: Stopwatch | None = None
 ) -> Claim | None:
-    """Reclaim an expired classifier, or propose a new configuration and reserve it; None when
-    the datarun has nothing left to start.
+    """Reclaim an expired classifier, promote a configuration that earned its next rung, or
+    propose a new configuration (at rung 0) and reserve it; None when the datarun has nothing
+    left to start. The claim carries the time its classifier may take (see :class:`Plan`).
 
     ``clock`` (optional) gets laps "propose" (history, selector, tuner) and "reserve" (the
     locked transaction: waiting for the datarun's lock included).
@@ -76,8 +109,16 @@ def next_claim(
     if claim is not None:
         clock.lap("reserve")
         return replace(claim, finish_by=finish_by)
-    for _ in range(PROPOSAL_ATTEMPTS):
-        state = search_state(hub, datarun, reserve)
+    state = search_state(hub, datarun, reserve)
+    plan = Plan(datarun, state.costs, finish_by)
+    if datarun.top_rung and state.has_budget:
+        claim = hub.promote(datarun.id, plan.affordable)
+        if claim is not None:
+            clock.lap("reserve")
+            return replace(claim, finish_by=finish_by, seconds=plan.limit(claim.method, claim.rung))
+    for attempt in range(PROPOSAL_ATTEMPTS):
+        if attempt:
+            state = search_state(hub, datarun, reserve)
         if not state.has_budget:
             return None
         outcome = propose(state.partitions, state.config)
@@ -90,7 +131,9 @@ def next_claim(
             claim = hub.reserve(
                 datarun.id, outcome.proposal.hyperpartition_id, outcome.proposal.values
             )
-            return None if claim is None else replace(claim, finish_by=finish_by)
+            if claim is None:
+                return None
+            return replace(claim, finish_by=finish_by, seconds=plan.limit(claim.method, 0))
         except DuplicateProposal:
             continue
         finally:

@@ -120,6 +120,12 @@ class DatarunRequest:
         "start with each method's default configuration",
         flag="--no-warm-start",
     )
+    fidelity: str = option(
+        "auto",
+        "auto: judge configurations on subsamples first and fully only the best (successive "
+        "halving, on tables large enough to gain from it); full: every one fully",
+        choices=("auto", "full"),
+    )
     refit: bool = option(
         True,
         "when the search ends, refit the ensemble's members (or the best classifier) on every "

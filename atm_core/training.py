@@ -25,6 +25,7 @@ from atm_core.data.split import TrainTest, load_train_test
 from atm_core.ensemble import CANDIDATES
 from atm_core.errors import DataError, DataUnavailable
 from atm_core.evaluation import Evaluation, evaluate, resolve_metric, silence_fit_warnings
+from atm_core.fidelity import at_rung
 from atm_core.isolation import ChildFailed, FitProcess, TimeLimitExceeded
 from atm_core.memory import configure_allocators, give_back
 from atm_core.modelhub.claims import Claim, Outcome, time_limit
@@ -122,7 +123,16 @@ class DataCache:
         self._lock = threading.Lock()
         self._max_items = max_items
 
-    def get(self, dataset: Dataset, datarun: Datarun) -> TrainTest:
+    def get(self, dataset: Dataset, datarun: Datarun, rung: int = 0) -> TrainTest:
+        """The datarun's split as ``rung`` sees it (see :mod:`atm_core.fidelity`)."""
+        if rung < datarun.top_rung:
+            full = self.get(dataset, datarun, datarun.top_rung)
+            key = (dataset.id, datarun.seed, datarun.test_size, "rung", rung, datarun.top_rung)
+            with self._lock:
+                if key not in self._items:
+                    self._keep(key, at_rung(full, rung, datarun.top_rung, datarun.seed))
+                self._items.move_to_end(key)
+                return self._items[key]
         key = (dataset.id, datarun.seed, datarun.test_size, datarun.cv_folds)
         with self._lock:
             if key in self._items:
@@ -139,11 +149,14 @@ class DataCache:
                 datarun.test_size,
                 datarun.cv_folds,
             )
-            self._items[key] = data
-            if len(self._items) > self._max_items:
-                self._items.popitem(last=False)
+            self._keep(key, data)
             give_back(collect=False)  # the file's bytes and parsing buffers (100k rows: 10 MB)
             return data
+
+    def _keep(self, key: tuple, data: TrainTest) -> None:
+        self._items[key] = data
+        if len(self._items) > self._max_items:
+            self._items.popitem(last=False)
 
 
 class Heartbeat:
@@ -190,17 +203,23 @@ def fit_and_serialize(
 
 
 def classifier_time_limit(
-    datarun: Datarun, now: datetime | None = None, finish_by: datetime | None = None
+    datarun: Datarun,
+    now: datetime | None = None,
+    finish_by: datetime | None = None,
+    predicted: float | None = None,
 ) -> float | None:
     """Seconds the next classifier of ``datarun`` may run; None means no limit.
 
-    An explicit ``time_limit`` wins (0 turns limits off); otherwise a quarter of a walltime
-    budget (at least 10 s) or 10 minutes for a classifier budget. Never past the datarun's own
-    end (walltime or deadline), less the time kept for its final refit (``finish_by``, from
-    the claim), so a walltime datarun ends on time.
+    An explicit ``time_limit`` wins (0 turns limits off); then the limit the cost model
+    ``predicted`` from the datarun's finished classifiers (see :mod:`atm_core.cost`);
+    otherwise a quarter of a walltime budget (at least 10 s) or 10 minutes for a classifier
+    budget. Never past the datarun's own end (walltime or deadline), less the time kept for
+    its final refit (``finish_by``, from the claim), so a walltime datarun ends on time.
     """
     if datarun.time_limit is not None:
         limit = datarun.time_limit or None
+    elif predicted is not None:
+        limit = predicted
     elif datarun.budget_type == BudgetType.WALLTIME:
         limit = max(MIN_TIME_LIMIT, WALLTIME_SHARE * datarun.budget * 60)
     else:
@@ -246,7 +265,7 @@ def train_classifier(
         result.status = classifier.status.value  # a retry of work already recorded
         return result
     try:
-        data = cache.get(dataset, datarun)
+        data = cache.get(dataset, datarun, classifier.rung)
     except DataError as exc:  # not the model's fault: leave the datarun to a worker that can
         message = f"datarun {datarun.id}: this worker cannot read its data: {exc}"
         raise DataUnavailable(message) from None
@@ -269,7 +288,9 @@ def train_classifier(
                 fit_and_serialize,
                 (template, result.metric, datarun.seed),
                 data,
-                classifier_time_limit(datarun, finish_by=claim.finish_by) if isolated else None,
+                classifier_time_limit(datarun, finish_by=claim.finish_by, predicted=claim.seconds)
+                if isolated
+                else None,
                 hub.settings.threads,
             )
             clock.lap("fit")
@@ -284,7 +305,9 @@ def train_classifier(
         score = evaluation.judgment(datarun.score_target.value)
         standing = hub.standing(datarun, score)
         clock.lap("record")
-        predictions = evaluation.predictions if standing.ahead < CANDIDATES else None
+        # ensembles are chosen among full evaluations: the rungs below store no predictions
+        candidate = classifier.rung >= datarun.top_rung and standing.ahead < CANDIDATES
+        predictions = evaluation.predictions if candidate else None
         files = hub.store.save_classifier_files(prefix, blob, evaluation.metrics, predictions)
         clock.lap("store")
         if standing.best is not None:

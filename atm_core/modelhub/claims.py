@@ -47,6 +47,9 @@ class Claim:
     token: str
     attempt: int
     finish_by: datetime | None = None  # the datarun's end, less the time its final refit needs
+    rung: int = 0  # its fidelity (see atm_core/fidelity.py)
+    method: str = ""
+    seconds: float | None = None  # a time limit from the cost model (None: the default)
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,7 @@ def reserve(
         datarun.status = DatarunStatus.RUNNING
         datarun.start_time = datarun.start_time or now  # set at creation by `atm run`
     session.flush()
-    return Claim(classifier.id, datarun_id, token, 1)
+    return Claim(classifier.id, datarun_id, token, 1, method=partition.method)
 
 
 def reclaim_expired(
@@ -219,7 +222,14 @@ def reclaim_expired(
     ).rowcount
     if claimed != 1:
         return None
-    return Claim(classifier.id, datarun_id, token, classifier.attempts + 1)
+    return Claim(
+        classifier.id,
+        datarun_id,
+        token,
+        classifier.attempts + 1,
+        rung=classifier.rung,
+        method=classifier.method or "",
+    )
 
 
 def renew_lease(session: Session, claim: Claim, lease_seconds: float) -> bool:
@@ -388,8 +398,13 @@ def finish_if_done(session: Session, datarun_id: int, reserve_seconds: float = 0
         )
     )
     reserved = utcnow() + timedelta(seconds=reserve_seconds)
-    if open_partitions and has_budget(session, datarun, reserved):
-        return False
+    if has_budget(session, datarun, reserved):
+        if open_partitions:
+            return False
+        from atm_core.modelhub.promotion import due  # (it builds on this module)
+
+        if datarun.top_rung and due(session, datarun):
+            return False
     finished = session.execute(
         update(Datarun)
         .where(Datarun.id == datarun_id, Datarun.status != DatarunStatus.COMPLETE)

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from atm_core.cost import CostModel, Observation
 from atm_core.modelhub import claims
 from atm_core.modelhub.hub import ModelHub
 from atm_core.modelhub.models import (
@@ -29,6 +30,7 @@ class SearchState:
     config: SearchConfig
     partitions: list[Partition]
     has_budget: bool
+    costs: CostModel
 
 
 def hyperpartition_spec(partition: Hyperpartition) -> HyperpartitionSpec:
@@ -53,9 +55,10 @@ def search_config(datarun: Datarun) -> SearchConfig:
 
 
 def search_state(hub: ModelHub, datarun: Datarun, reserve_seconds: float = 0.0) -> SearchState:
-    """Open hyperpartitions with every configuration taken in them and its score, and whether
-    the datarun has budget left (its time budget counted as over ``reserve_seconds`` early),
-    in one transaction (``datarun`` is the caller's copy)."""
+    """Open hyperpartitions with every configuration taken in them and its score (at rung 0,
+    where every configuration starts: scores comparable across them), what the finished ones
+    cost, and whether the datarun has budget left (its time budget counted as over
+    ``reserve_seconds`` early), in one transaction (``datarun`` is the caller's copy)."""
     with hub.transaction() as session:
         partitions = {
             hp.id: Partition(hp.id, hyperpartition_spec(hp))
@@ -68,11 +71,18 @@ def search_state(hub: ModelHub, datarun: Datarun, reserve_seconds: float = 0.0) 
                 .order_by(Hyperpartition.id)
             )
         }
+        costs = CostModel()
         for classifier in session.scalars(
             select(Classifier).where(Classifier.datarun_id == datarun.id).order_by(Classifier.id)
         ):
+            if classifier.fit_seconds is not None and classifier.fit_rows:
+                costs.observations.append(
+                    Observation(
+                        classifier.method or "", classifier.fit_seconds, classifier.fit_rows
+                    )
+                )
             partition = partitions.get(classifier.hyperpartition_id)
-            if partition is not None:
+            if partition is not None and classifier.rung == 0:
                 score = judgment(classifier, datarun.score_target)
                 partition.trials.append(
                     Trial(
@@ -82,4 +92,4 @@ def search_state(hub: ModelHub, datarun: Datarun, reserve_seconds: float = 0.0) 
                 )
         reserved = utcnow() + timedelta(seconds=reserve_seconds)
         budget = claims.has_budget(session, datarun, reserved)
-    return SearchState(search_config(datarun), list(partitions.values()), budget)
+    return SearchState(search_config(datarun), list(partitions.values()), budget, costs)

@@ -308,6 +308,17 @@ class ModelHub(Reads):
             "reserving a classifier",
         )
 
+    def promote(self, datarun_id: int, affordable: Any = None) -> Claim | None:
+        """Reserve a configuration due its next rung (see :mod:`atm_core.modelhub.promotion`)."""
+        from atm_core.modelhub.promotion import promote
+
+        return self._write(
+            lambda session: promote(
+                session, datarun_id, self.host, self.settings.lease_seconds, affordable
+            ),
+            "promoting a classifier",
+        )
+
     def reclaim_expired(self, datarun_id: int) -> Claim | None:
         return self._write(
             lambda session: claims.reclaim_expired(

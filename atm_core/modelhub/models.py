@@ -141,6 +141,11 @@ class Datarun(Base):
     # Refit the ensemble's members (or the best classifier) on all labelled rows at the end.
     # Existing dataruns (before revision 0008) keep their search-time models: false.
     refit: Mapped[bool] = mapped_column(Boolean, default=True, server_default=false())
+    # Successive halving: "auto" (rungs by the data's size) or "full"; the full evaluation's
+    # rung (0: one rung, every classifier fully evaluated).
+    fidelity: Mapped[str] = mapped_column(String(16), default="auto", server_default="full")
+    top_rung: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    train_rows: Mapped[int | None] = mapped_column(Integer)  # its training part's rows
     # Who created the datarun (e.g. a Prefect flow run id): re-running that creator finds it again.
     run_key: Mapped[str | None] = mapped_column(String(200), index=True)
     # State
@@ -184,6 +189,8 @@ class Classifier(Base):
     datarun_id: Mapped[int] = mapped_column(ForeignKey("dataruns.id"))
     hyperpartition_id: Mapped[int] = mapped_column(ForeignKey("hyperpartitions.id"), index=True)
     method: Mapped[str | None] = mapped_column(String(500))  # its hyperpartition's method
+    # Its fidelity: below the datarun's top rung, judged on a subsample (see fidelity.py).
+    rung: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     host: Mapped[str | None] = mapped_column(String(255))
     model_location: Mapped[str | None] = mapped_column(String(1000))
     model_sha256: Mapped[str | None] = mapped_column(String(64))
@@ -220,6 +227,7 @@ class Classifier(Base):
     __table_args__ = (
         Index("ix_classifiers_datarun_status", "datarun_id", "status"),
         Index("ix_classifiers_datarun_config", "datarun_id", "hyperpartition_id", "config_key"),
+        Index("ix_classifiers_datarun_rung_status", "datarun_id", "rung", "status"),
     )
 
 

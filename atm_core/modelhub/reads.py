@@ -42,6 +42,7 @@ LEADERBOARD_COLUMNS = (
     "test_judgment_metric",
     "hyperparameters",
     "model_location",
+    "rung",
 )
 
 
@@ -127,11 +128,21 @@ def usable() -> tuple[Any, ...]:
     return (Classifier.status == ClassifierStatus.COMPLETE, Classifier.files_lost_at.is_(None))
 
 
+def ranking(score_target: str) -> tuple[Any, ...]:
+    """Best first: the highest rung reached (a full evaluation beats a subsample's), then the
+    judgment metric, then the older classifier."""
+    return (
+        Classifier.rung.desc(),
+        judgment_expression(score_target).desc(),
+        Classifier.id,
+    )
+
+
 def best_of(session: Session, datarun: Datarun) -> Classifier | None:
     return session.scalars(
         select(Classifier)
         .where(Classifier.datarun_id == datarun.id, *usable())
-        .order_by(judgment_expression(datarun.score_target).desc(), Classifier.id)
+        .order_by(*ranking(datarun.score_target))
         .limit(1)
     ).first()
 
@@ -266,7 +277,7 @@ class Reads:
             query = (
                 select(Classifier)
                 .where(Classifier.datarun_id == datarun_id, *usable())
-                .order_by(judgment_expression(datarun.score_target).desc(), Classifier.id)
+                .order_by(*ranking(datarun.score_target))
             )
             if limit is not None:
                 query = query.limit(limit)
@@ -282,6 +293,7 @@ class Reads:
                     "test_judgment_metric": classifier.test_judgment_metric,
                     "hyperparameters": classifier.hyperparameters_values,
                     "model_location": classifier.model_location,
+                    "rung": classifier.rung,
                 }
                 for rank, classifier in enumerate(session.scalars(query), start=1)
             ]
@@ -325,6 +337,7 @@ class Reads:
                 select(func.count(Classifier.id)).where(
                     Classifier.datarun_id == datarun.id,
                     *usable(),
+                    Classifier.rung == datarun.top_rung,
                     judgment_expression(datarun.score_target) >= score,
                 )
             )
@@ -373,6 +386,7 @@ class Reads:
                     .where(
                         Classifier.datarun_id == datarun_id,
                         *usable(),
+                        Classifier.rung == datarun.top_rung,
                         Classifier.predictions_location.is_not(None),
                     )
                     .order_by(judgment_expression(datarun.score_target).desc(), Classifier.id)
