@@ -134,7 +134,9 @@ def test_classifier_metrics_predictions_and_model_download(server, finished, hub
     download = server.get(f"/api/classifiers/{best}/model")
     assert download.status == 200
     assert download.headers["content-type"] == "application/octet-stream"
-    assert hashlib.sha256(download.body).hexdigest() == row.model_sha256
+    assert hashlib.sha256(download.body).hexdigest() == row.final_model_sha256  # best: refitted
+    searched = server.get(f"/api/classifiers/{best}/model?search_time=true")
+    assert hashlib.sha256(searched.body).hexdigest() == row.model_sha256
 
 
 def test_ensembles(server, finished, hub):
@@ -276,7 +278,8 @@ def test_artifacts_on_s3(s3_root: str, tmp_path: Path):
         assert len(view["metrics"]) == 6 and view["notes"] == []
         assert sum(map(sum, view["figures"]["confusion"]["data"][0]["z"])) == 18
         model = live.get(f"/api/classifiers/{best}/model")
-        assert hashlib.sha256(model.body).hexdigest() == hub.get_classifier(best).model_sha256
+        stored = hub.get_classifier(best)
+        assert hashlib.sha256(model.body).hexdigest() == stored.final_model_sha256
         lines = Path(POLLUTION).read_bytes().splitlines(keepends=True)
         created = live.post_file(
             "/api/dataruns?methods=dt&budget=2&filename=s3.csv", b"".join(lines[:-3])

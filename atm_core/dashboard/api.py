@@ -133,11 +133,12 @@ def classifier_view(request: Request, classifier_id: int) -> Response:
 
 @router.get(
     "/classifiers/{classifier_id}/model",
-    summary="Download the model (a pickle, sha256-checked)",
+    summary="Download the model (a pickle, sha256-checked): its refit on every labelled row "
+    "when there is one, else (or with search_time=true) the model its scores were measured on",
     response_class=Response,
 )
-def model(request: Request, classifier_id: int) -> Response:
-    blob = hub_of(request).model_bytes(classifier_id)
+def model(request: Request, classifier_id: int, search_time: bool = False) -> Response:
+    blob = hub_of(request).model_bytes(classifier_id, final=not search_time)
     return Response(
         blob,
         media_type="application/octet-stream",

@@ -416,6 +416,8 @@ def classifier_detail(session: Session, classifier_id: int) -> dict[str, Any]:
         classes=list(dataset.class_labels),
         model_location=redact(classifier.model_location),
         model_sha256=classifier.model_sha256,
+        final_model_location=redact(classifier.final_model_location),
+        final_model_sha256=classifier.final_model_sha256,
         metrics_location=redact(classifier.metrics_location),
         predictions_location=redact(classifier.predictions_location),
         error_message=redact(classifier.error_message),

@@ -156,12 +156,13 @@ def open_schema(engine: Engine) -> None:
     """Make sure the hub's schema is the one this ATM writes (see the module docstring)."""
     with engine.connect() as connection:
         current = current_revision(connection)
-        empty = current is None and not inspect(connection).get_table_names()
     if current == SCHEMA_HEAD:
         return
     if current is not None and _newer(current):
         raise ConfigError(_newer_message(current))
-    if empty or engine.dialect.name == "sqlite":
+    # No revision yet: a new database (or one another process is creating right now; the
+    # upgrade waits for it under the migration lock).
+    if current is None or engine.dialect.name == "sqlite":
         upgrade_schema(engine)
         return
     raise ConfigError(

@@ -221,7 +221,9 @@
       ? h("a", { href: "/api/classifiers/" + c.id + "/model", text: "download classifier-" + c.id + ".pkl" }) : "–";
     fill("model", keyValues([
       ["estimator", c.estimator_class],
-      ["model", c.model_location],
+      ["final model (refitted on every labelled row)", c.final_model_location || "–"],
+      ["its sha256", c.final_model_sha256 || "–"],
+      ["model of the search (scored)", c.model_location],
       ["sha256", c.model_sha256],
       ["metrics", c.metrics_location],
       ["predictions", c.predictions_location],
