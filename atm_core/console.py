@@ -159,8 +159,10 @@ class ConsoleReporter(Reporter):
 
     def classifier_started(self, claim: Claim, method: str, values: dict[str, Any]) -> None:
         retry = f", attempt {claim.attempt}" if claim.attempt > 1 else ""
+        rung = f", rung {claim.rung}" if claim.rung else ""
         lines = [
-            f'Chose parameters for method "{method}" (classifier {claim.classifier_id}{retry}):'
+            f'Chose parameters for method "{method}" '
+            f"(classifier {claim.classifier_id}{rung}{retry}):"
         ]
         lines += [f"    {name} = {value}" for name, value in sorted(values.items())]
         self._print(*lines)

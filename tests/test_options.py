@@ -41,6 +41,7 @@ SAMPLES = {
     "time_limit": ("30", 30.0),
     "warm_start": (None, False),
     "refit": (None, False),
+    "fidelity": ("full", "full"),
     "cv_folds": ("3", 3),
     "description": ("nightly churn", "nightly churn"),
 }

@@ -1,0 +1,167 @@
+"""Successive halving: rungs by the table's size, subsamples per rung, promotions of the top
+1/ETA decided in the claim transaction, rankings by the highest rung, ensembles among full
+evaluations; and the cost model that sets time limits and vetoes what cannot finish."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import make_classification
+
+from atm_core.cost import CostModel, Observation
+from atm_core.data.dataset import inspect_dataset
+from atm_core.data.split import split_frames
+from atm_core.dataruns import DatarunRequest, enter_data
+from atm_core.driver import Driver
+from atm_core.fidelity import at_rung
+from atm_core.modelhub import ModelHub
+from atm_core.modelhub.claims import Outcome
+from atm_core.modelhub.models import ClassifierStatus, DatarunStatus
+from atm_core.rungs import ETA, MAX_RUNGS, MIN_RUNG_ROWS, rung_rows, top_rung
+from tests.conftest import make_settings
+
+
+@pytest.fixture(scope="module")
+def large_csv(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """12,000 rows, 3 classes: a training part of 8,400 rows, so two rungs."""
+    X, y = make_classification(
+        n_samples=12_000, n_features=8, n_informative=5, n_classes=3, random_state=0
+    )
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(8)])
+    frame["class"] = np.array(["a", "b", "c"])[y]
+    path = tmp_path_factory.mktemp("data") / "large.csv"
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def test_rungs_by_size() -> None:
+    assert top_rung(MIN_RUNG_ROWS * ETA - 1) == 0  # small: straight to the full evaluation
+    assert top_rung(MIN_RUNG_ROWS * ETA) == 1
+    assert top_rung(MIN_RUNG_ROWS * ETA**2) == 2
+    assert top_rung(10**7) == MAX_RUNGS - 1
+    assert top_rung(10**7, "full") == 0
+    assert [rung_rows(r, 2, 90_000) for r in range(3)] == [10_000, 30_000, 90_000]
+
+
+def test_a_rung_is_a_stratified_subsample_laid_out_for_a_holdout(large_csv: str) -> None:
+    info, train, test = inspect_dataset(large_csv)
+    data = split_frames(train, test, "class", info.schema, 0, 0.3)
+    low = at_rung(data, 0, 1, seed=0)
+    assert len(low.y_train) == rung_rows(0, 1, 8_400) == 2_800
+    assert low.n_folds == 0 and low.n_fit == 2_240  # 80 % fitted, 20 % judge
+    shares = low.y_train.value_counts(normalize=True)
+    assert (abs(shares - data.y_train.value_counts(normalize=True)) < 0.01).all()
+    assert low.X_test is data.X_test  # every rung is scored on the same test part
+    again = at_rung(data, 0, 1, seed=0)
+    assert low.X_train.equals(again.X_train)  # the same rows for every configuration
+    assert at_rung(data, 1, 1, seed=0) is data
+
+
+def finish(hub: ModelHub, claim, score: float) -> None:
+    outcome = Outcome("m", "0" * 64, "x", score, 0.0, score, fit_seconds=0.1, fit_rows=100)
+    assert hub.complete_classifier(claim, outcome)
+
+
+def test_the_top_third_of_a_rung_is_promoted_once_best_first(
+    hub: ModelHub, large_csv: str
+) -> None:
+    datarun = enter_data(hub, DatarunRequest(large_csv, methods=["dt"], budget=30)).dataruns[0]
+    assert datarun.top_rung == 1
+    partition = hub.hyperpartitions(datarun.id)[0].id
+    scores = [0.5, 0.9, 0.7, 0.8, 0.6, 0.95]
+    claims = [hub.reserve(datarun.id, partition, {"max_depth": d}) for d in range(6)]
+    for claim, score in zip(claims, scores, strict=True):
+        finish(hub, claim, score)
+    first = hub.promote(datarun.id)
+    second = hub.promote(datarun.id)
+    assert hub.promote(datarun.id) is None  # 6 finished: a quota of 2
+    promoted = [hub.get_classifier(c.classifier_id) for c in (first, second)]
+    assert [p.rung for p in promoted] == [1, 1] and (first.rung, second.rung) == (1, 1)
+    by_score = {c.classifier_id: s for c, s in zip(claims, scores, strict=True)}
+    origins = {c.config_key: c.id for c in hub.classifiers(datarun.id) if c.rung == 0}
+    assert [by_score[origins[p.config_key]] for p in promoted] == [0.95, 0.9]
+    assert promoted[0].hyperparameters_values == {"max_depth": 5}
+    # a third more at rung 0 raises the quota: the next best moves up
+    for depth in (6, 7, 8):
+        finish(hub, hub.reserve(datarun.id, partition, {"max_depth": depth}), 0.1)
+    third = hub.get_classifier(hub.promote(datarun.id).classifier_id)
+    assert by_score[origins[third.config_key]] == 0.8
+
+
+def test_concurrent_promoters_never_promote_twice(hub: ModelHub, large_csv: str, tmp_path: Path):
+    datarun = enter_data(hub, DatarunRequest(large_csv, methods=["dt"], budget=60)).dataruns[0]
+    partition = hub.hyperpartitions(datarun.id)[0].id
+    for depth in range(30):
+        finish(hub, hub.reserve(datarun.id, partition, {"max_depth": depth}), depth / 30)
+    promoted: list[int] = []
+
+    def promoter() -> None:
+        own = ModelHub(settings=make_settings(hub.settings.database_url, tmp_path))
+        try:
+            while (claim := own.promote(datarun.id)) is not None:
+                promoted.append(claim.classifier_id)
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=promoter) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(promoted) == len(set(promoted)) == 10  # the top third of 30, each once
+    keys = Counter(c.config_key for c in hub.classifiers(datarun.id) if c.rung == 1)
+    assert set(keys.values()) == {1}
+
+
+def test_a_datarun_searches_by_rungs_and_ends_with_full_evaluations(
+    sqlite_hub: ModelHub, large_csv: str
+) -> None:
+    request = DatarunRequest(large_csv, methods=["logreg", "dt"], budget=16, metric="f1_macro")
+    datarun_id = enter_data(sqlite_hub, request).dataruns[0].id
+    Driver(sqlite_hub).run()
+    classifiers = sqlite_hub.classifiers(datarun_id)
+    assert len(classifiers) == 16
+    assert sqlite_hub.get_datarun(datarun_id).status == DatarunStatus.COMPLETE
+    rungs = Counter(c.rung for c in classifiers if c.status == ClassifierStatus.COMPLETE)
+    assert rungs[0] > rungs[1] >= 1
+    low = next(c for c in classifiers if c.rung == 0 and c.status == ClassifierStatus.COMPLETE)
+    full = next(c for c in classifiers if c.rung == 1)
+    assert low.fit_rows == 2_240 and full.fit_rows == 8_400  # a holdout of 2,800; all rows
+    assert low.predictions_location is None and full.predictions_location is not None
+    board = sqlite_hub.leaderboard_rows(datarun_id)
+    assert [row["rung"] for row in board] == sorted((row["rung"] for row in board), reverse=True)
+    assert sqlite_hub.best_classifier(datarun_id).rung == 1
+    ensemble = sqlite_hub.get_ensemble(datarun_id)
+    assert all(sqlite_hub.get_classifier(i).rung == 1 for i in ensemble.weights)
+
+
+def test_fidelity_full_evaluates_every_configuration_fully(
+    sqlite_hub: ModelHub, large_csv: str
+) -> None:
+    request = DatarunRequest(large_csv, methods=["dt"], budget=3, fidelity="full")
+    datarun = enter_data(sqlite_hub, request).dataruns[0]
+    assert datarun.top_rung == 0 and datarun.fidelity == "full"
+    Driver(sqlite_hub).run()
+    assert {c.rung for c in sqlite_hub.classifiers(datarun.id)} == {0}
+    assert {c.fit_rows for c in sqlite_hub.classifiers(datarun.id)} == {8_400}
+
+
+def test_the_cost_model_learns_how_fits_grow_with_rows() -> None:
+    costs = CostModel(
+        [
+            Observation("svm", 1.0, 1_000),
+            Observation("svm", 4.2, 2_000),  # quadratic
+            Observation("dt", 0.1, 1_000),
+            Observation("dt", 0.3, 1_000),  # another configuration of the same method
+        ]
+    )
+    assert costs.fit_seconds("svm", 4_000) == pytest.approx(16.0, rel=0.1)
+    assert costs.fit_seconds("dt", 3_000) == pytest.approx(0.6)  # linear: one row count seen
+    assert costs.fit_seconds("knn", 1_000) is None
+    assert costs.time_limit("dt", 100, 1) == 10.0  # at least 10 s
+    assert costs.time_limit("svm", 4_000, 4) == pytest.approx(10 * 1.3 * 4 * 16, rel=0.1)
