@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 ETA = 3  # each rung: ETA times the rows of the one below; the top 1/ETA move up
-MIN_RUNG_ROWS = 2_500  # training rows of the lowest rung
+MIN_RUNG_ROWS = 10_000  # training rows of the lowest rung
 MAX_RUNGS = 4  # (rung 0 of a 1M-row table: 1/27 of its training part)
 FIDELITIES = ("auto", "full")
 

@@ -22,13 +22,19 @@ from atm_core.fidelity import at_rung
 from atm_core.modelhub import ModelHub
 from atm_core.modelhub.claims import Outcome
 from atm_core.modelhub.models import ClassifierStatus, DatarunStatus
-from atm_core.rungs import ETA, MAX_RUNGS, MIN_RUNG_ROWS, rung_rows, top_rung
+from atm_core.rungs import MAX_RUNGS, MIN_RUNG_ROWS, rung_rows, top_rung
 from tests.conftest import make_settings
+
+
+@pytest.fixture(autouse=True)
+def small_rungs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rungs from 2,500 rows (10,000 by default), so that small test tables have two."""
+    monkeypatch.setattr("atm_core.rungs.MIN_RUNG_ROWS", 2_500)
 
 
 @pytest.fixture(scope="module")
 def large_csv(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """12,000 rows, 3 classes: a training part of 8,400 rows, so two rungs."""
+    """12,000 rows, 3 classes: a training part of 8,400 rows, so two rungs (from 2,500)."""
     X, y = make_classification(
         n_samples=12_000, n_features=8, n_informative=5, n_classes=3, random_state=0
     )
@@ -39,10 +45,12 @@ def large_csv(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(path)
 
 
-def test_rungs_by_size() -> None:
-    assert top_rung(MIN_RUNG_ROWS * ETA - 1) == 0  # small: straight to the full evaluation
-    assert top_rung(MIN_RUNG_ROWS * ETA) == 1
-    assert top_rung(MIN_RUNG_ROWS * ETA**2) == 2
+def test_rungs_by_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("atm_core.rungs.MIN_RUNG_ROWS", MIN_RUNG_ROWS)
+    assert MIN_RUNG_ROWS == 10_000
+    assert top_rung(29_999) == 0  # small: straight to the full evaluation
+    assert top_rung(30_000) == 1
+    assert top_rung(90_000) == 2
     assert top_rung(10**7) == MAX_RUNGS - 1
     assert top_rung(10**7, "full") == 0
     assert [rung_rows(r, 2, 90_000) for r in range(3)] == [10_000, 30_000, 90_000]
