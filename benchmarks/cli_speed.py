@@ -80,18 +80,22 @@ def fill(url: str, root: str, classifiers: int) -> None:
     hub.close()
 
 
-def timed(argv: list[str], env: dict[str, str], runs: int) -> float:
+def timed(argv: list[str], env: dict[str, str], runs: int, cwd: str) -> float:
+    """Median wall time of ``argv`` (run from ``cwd``: ``python -m`` imports from the working
+    folder first, which must not be a checkout)."""
     times = []
     for _ in range(runs):
         started = time.perf_counter()
-        subprocess.run(
-            argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False
+        done = subprocess.run(
+            argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(argv)} failed: {done.stderr.decode()[-500:]}")
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 
 
-def in_process(args: list[str], env: dict[str, str]) -> float:
+def in_process(args: list[str], env: dict[str, str], cwd: str) -> float:
     """The command's own work (queries, rendering), its imports done beforehand."""
     code = (
         "import io, contextlib, time, sys\n"
@@ -106,7 +110,7 @@ def in_process(args: list[str], env: dict[str, str]) -> float:
         "print((time.perf_counter() - started) / 5)\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], env=env, cwd=cwd, capture_output=True, text=True, check=True
     )
     return float(done.stdout.strip().splitlines()[-1])
 
@@ -124,11 +128,11 @@ def main() -> None:
         table = Table(title=f"Reading commands on a hub of {args.classifiers} classifiers")
         for column in ("command", "process (median s)", "its own work (s)"):
             table.add_column(column, justify="left" if column == "command" else "right")
-        floor = timed([sys.executable, "-c", FLOOR], env, args.runs)
+        floor = timed([sys.executable, "-c", FLOOR], env, args.runs, folder)
         table.add_row("python + SQLAlchemy + rich (the floor)", f"{floor:.3f}", "-")
         for name, argv in COMMANDS.items():
-            whole = timed([sys.executable, "-m", "atm_core.cli", *argv], env, args.runs)
-            own = in_process(argv, env) if argv != ["--help"] else float("nan")
+            whole = timed([sys.executable, "-m", "atm_core.cli", *argv], env, args.runs, folder)
+            own = in_process(argv, env, folder) if argv != ["--help"] else float("nan")
             table.add_row(name, f"{whole:.3f}", "-" if own != own else f"{own:.3f}")
         console.print(table)
         where = os.environ.get("PYTHONPATH") or str(Path(__file__).resolve().parents[1])
