@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -37,7 +38,7 @@ from atm_core.reporting import Reporter
 from atm_core.training import DataCache, train_classifier
 from tests.conftest import make_settings
 
-ATM_BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "atm"
+ATM_BIN = Path(sys.executable).parent / "atm"  # the interpreter's own install
 
 ESTIMATOR_MODULE = '''
 import time

@@ -37,7 +37,11 @@ def atm_run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_atm_run_trains_the_budget_on_embedded_prefect(tmp_path, pollution_path):
-    done = atm_run(tmp_path, "--train-path", pollution_path, "--methods", "dt", "--budget", "3")
+    """Every flag reaches the flow's parameter of the same name (one options spec)."""
+    done = atm_run(
+        tmp_path, "--train-path", pollution_path, "--methods", "dt", "--budget", "3",
+        "--test-size", "0.25", "--seed", "7", "--no-refit",
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Datarun 1 leaderboard" in done.stdout
     assert "Datarun 1: complete (3 complete)" in done.stdout
@@ -48,7 +52,9 @@ def test_atm_run_trains_the_budget_on_embedded_prefect(tmp_path, pollution_path)
     hub = ModelHub(settings=load_settings(database_url=f"sqlite:///{tmp_path / 'atm.db'}"))
     try:
         assert len(hub.classifiers(1)) == 3
-        assert hub.get_datarun(1).status == DatarunStatus.COMPLETE
+        datarun = hub.get_datarun(1)
+        assert datarun.status == DatarunStatus.COMPLETE
+        assert (datarun.test_size, datarun.seed, datarun.refit) == (0.25, 7, False)
     finally:
         hub.close()
 
