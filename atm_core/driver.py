@@ -434,8 +434,13 @@ def end_reason(hub: ModelHub, datarun: Datarun) -> str:
         hp.status == HyperpartitionStatus.INCOMPLETE for hp in hub.hyperpartitions(datarun.id)
     ):
         return "no hyperpartition is left to explore"
-    if datarun.deadline is not None and utcnow() >= datarun.deadline:
+    if datarun.budget_type == BudgetType.CLASSIFIER and (
+        hub.progress(datarun.id).classifiers >= datarun.budget
+    ):
+        return "classifier budget has run out"
+    # a timed datarun stops early by its final refit's reserve, so compare limits, not clocks
+    if datarun.deadline is not None and time_limit(datarun) == datarun.deadline:
         return "the deadline has passed"
     if datarun.budget_type == BudgetType.WALLTIME:
         return "walltime budget has run out"
-    return "classifier budget has run out"
+    return "the deadline has passed"

@@ -293,11 +293,17 @@ def test_tampered_model_on_s3_is_refused(s3_hub: ModelHub, pollution_path: str) 
     [classifier] = s3_hub.classifiers(datarun_id)
     assert classifier.status == ClassifierStatus.COMPLETE
     assert classifier.model_location.startswith("s3://")
-    model = s3_hub.load_model(classifier.id)
-    bucket, key = classifier.model_location.removeprefix("s3://").split("/", 1)
-    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=pickle.dumps(model) + b"tampered")
-    with pytest.raises(IntegrityError, match="sha256"):
-        s3_hub.load_model(classifier.id)
+    assert classifier.final_model_location.startswith("s3://")  # the refit on every row
+    for location, final in [
+        (classifier.model_location, False),
+        (classifier.final_model_location, True),
+    ]:
+        model = s3_hub.load_model(classifier.id, final=final)
+        bucket, key = location.removeprefix("s3://").split("/", 1)
+        tampered = pickle.dumps(model) + b"tampered"
+        boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=tampered)
+        with pytest.raises(IntegrityError, match="sha256"):
+            s3_hub.load_model(classifier.id, final=final)
     assert (s3_hub.leaderboard(datarun_id)["model_location"] == classifier.model_location).all()
     keys = s3_keys(bucket)
     assert any(k.endswith(f"datarun-{datarun_id}/leaderboard.parquet") for k in keys)
@@ -502,9 +508,11 @@ def test_objects_lost_by_the_store_are_found_flagged_and_left_out(
     client = boto3.client("s3")
     flags = ["--database-url", database_url, "--artifact-root", s3_root]
     try:
-        datarun_id = enter_data(
-            hub, DatarunRequest(pollution_path, methods=["logreg", "dt"], budget=8)
-        ).dataruns[0].id
+        datarun_id = (
+            enter_data(hub, DatarunRequest(pollution_path, methods=["logreg", "dt"], budget=8))
+            .dataruns[0]
+            .id
+        )
         assert cli.main(["worker", "--quiet", "--total-time", "0.001", *flags]) == 0
         first = hub.classifiers(datarun_id, status="complete")
         assert first, "the first worker trained nothing"
