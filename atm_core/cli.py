@@ -86,12 +86,16 @@ def open_hub_patiently(settings: Settings, console: Console):
 
 # -- commands ---------------------------------------------------------------------------------
 def cmd_enter_data(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    from atm_core.console import ReadingProgress
+    from atm_core.data.loading import reporting_reads
     from atm_core.dataruns import enter_data
 
     if not args.train_path:
         raise ATMError("--train-path is required (a CSV or parquet file with a label column)")
     hub = open_hub(settings)
-    entered = enter_data(hub, from_arguments(args))
+    # a large file's reading shows a progress bar, on stderr
+    with ReadingProgress(Console(stderr=True)) as progress, reporting_reads(progress):
+        entered = enter_data(hub, from_arguments(args))
     print_entered(entered, console)
     return 0
 

@@ -13,11 +13,14 @@ from typing import Any
 from rich.console import Console
 from rich.progress import (
     BarColumn,
+    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
 )
 from rich.table import Table
 
@@ -27,6 +30,43 @@ from atm_core.modelhub.models import BudgetType, Datarun, Dataset
 from atm_core.modelhub.reads import judgment
 from atm_core.progress import budget_progress
 from atm_core.reporting import ClassifierResult, Reporter
+
+LARGE_FILE_BYTES = 50 * 1024 * 1024  # reading a data file this large shows a progress bar
+
+
+class ReadingProgress:
+    """A progress bar per data file of at least ``threshold`` bytes while it is read (see
+    :func:`atm_core.data.loading.reporting_reads`); smaller files show nothing."""
+
+    def __init__(self, console: Console, threshold: int = LARGE_FILE_BYTES) -> None:
+        self.console = console
+        self.threshold = threshold
+        self._progress: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
+
+    def __call__(self, location: str, done: int, total: int | None) -> None:
+        if total is None or total < self.threshold:
+            return
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("reading {task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+            )
+            self._progress.start()
+        if location not in self._tasks:
+            self._tasks[location] = self._progress.add_task(location, total=total)
+        self._progress.update(self._tasks[location], completed=done)
+
+    def __enter__(self) -> ReadingProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
 
 
 def fmt(value: float | None, digits: int = 3) -> str:

@@ -35,10 +35,15 @@ def as_categories(frame: pd.DataFrame) -> np.ndarray:
 
     Each cell refers to its column's one string object per category, not to a string of its
     own: 52,500 rows x 4 columns made 210,000 strings (12 MB), now 55, and take half the time.
+    A pandas ``category`` column (text as ATM reads a CSV) gives its codes and categories
+    as they are, without a string per row first.
     """
     out = np.empty(frame.shape, dtype=object)
     for index, (_, column) in enumerate(frame.items()):
-        codes, categories = pd.factorize(column.astype("str"))  # missing: code -1
+        if isinstance(column.dtype, pd.CategoricalDtype):  # missing: code -1
+            codes, categories = column.cat.codes.to_numpy(), column.cat.categories.astype("str")
+        else:
+            codes, categories = pd.factorize(column.astype("str"))  # missing: code -1
         labels = np.append(np.asarray(categories, dtype=object), MISSING_CATEGORY)
         out[:, index] = labels[codes]
     return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -64,15 +64,26 @@ def inspect_dataset(
     train_path: str, class_column: str = "class", test_path: str | None = None
 ) -> tuple[DatasetInfo, pd.DataFrame, pd.DataFrame | None]:
     """Read and validate the data; return its metadata and the parsed train (and test) frames."""
-    train = read_table(train_path)
-    train_frame = _checked_labels(train, class_column)
+    info, train, test = read_dataset(train_path, class_column, test_path)
+    return info, train.frame, None if test is None else test.frame
+
+
+def read_dataset(
+    train_path: str, class_column: str = "class", test_path: str | None = None
+) -> tuple[DatasetInfo, Table, Table | None]:
+    """:func:`inspect_dataset`, with each file's table: its labelled rows, sha256 and size."""
+    train = read_table(train_path, class_column)
+    train = replace(train, frame=_checked_labels(train, class_column))
+    train_frame = train.frame
     test_frame = None
     test_size = 0
     test_hash = ""
+    test = None
     if test_path:
-        test = read_table(test_path)
+        test = read_table(test_path, class_column)
         _check_same_columns(train, test)
-        test_frame = _checked_labels(test, class_column)
+        test = replace(test, frame=_checked_labels(test, class_column))
+        test_frame = test.frame
         test_size, test_hash = test.size_bytes, test.sha256
     features = train_frame.drop(columns=[class_column])
     if features.shape[1] == 0:
@@ -99,7 +110,7 @@ def inspect_dataset(
         schema=FeatureSchema.infer(features),
         classes=sorted(_plain(v) for v in all_labels.unique()),
     )
-    return info, train_frame, test_frame
+    return info, train, test
 
 
 def content_hash(train_sha256: str, test_sha256: str | None, class_column: str) -> str:
@@ -116,10 +127,18 @@ def _checked_labels(table: Table, class_column: str) -> pd.DataFrame:
         raise DataError(
             f"label column '{class_column}' not found in {table.location} (columns: {shown})"
         )
-    labelled = frame[frame[class_column].notna()]
-    if labelled.empty:
-        raise DataError(f"label column '{class_column}' of {table.location} has no values")
-    return labelled.reset_index(drop=True)
+    return labelled_rows(frame, class_column, table.location)
+
+
+def labelled_rows(frame: pd.DataFrame, class_column: str, location: str) -> pd.DataFrame:
+    """The rows whose label is present (``frame`` itself when every row has one: a large
+    table is not copied)."""
+    present = frame[class_column].notna()
+    if present.all():
+        return frame
+    if not present.any():
+        raise DataError(f"label column '{class_column}' of {location} has no values")
+    return frame[present].reset_index(drop=True)
 
 
 def _check_same_columns(train: Table, test: Table) -> None:

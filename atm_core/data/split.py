@@ -107,8 +107,8 @@ def read_registered(
     train_path: str, test_path: str | None, class_column: str, expected_hash: str
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Re-read a registered dataset's labelled rows, refusing files changed since then."""
-    train = read_table(train_path)
-    test = read_table(test_path) if test_path else None
+    train = read_table(train_path, class_column)
+    test = read_table(test_path, class_column) if test_path else None
     if content_hash(train.sha256, test.sha256 if test else None, class_column) != expected_hash:
         raise DataError(
             f"{train_path}{' or ' + test_path if test_path else ''} changed since the dataset "
