@@ -14,8 +14,9 @@ from typing import Any
 import yaml
 
 from atm_core import options as spec
-from atm_core.data.dataset import DatasetInfo, inspect_dataset
-from atm_core.data.split import split_frames
+from atm_core.data.dataset import DatasetInfo, read_dataset
+from atm_core.data.loading import Table
+from atm_core.data.split import split_rows
 from atm_core.errors import ATMError, ConfigError
 from atm_core.evaluation import (
     BINARY_METRICS,
@@ -165,10 +166,18 @@ def absolute_location(path: str | None) -> str | None:
 
 def check_request(request: DatarunRequest) -> tuple[DatasetInfo, dict[str, Any], list[Method]]:
     """Validate every option and the data itself; nothing is written."""
+    info, options, methods, _ = _checked(request)
+    return info, options, methods
+
+
+def _checked(
+    request: DatarunRequest,
+) -> tuple[DatasetInfo, dict[str, Any], list[Method], tuple[Table, Table | None]]:
+    """:func:`check_request`, and the tables read."""
     options, methods = validate_options(request)
     if not request.train_path:
         raise ConfigError("train_path is required: a CSV or parquet file with a label column")
-    info, train, test = inspect_dataset(
+    info, train, test = read_dataset(
         absolute_location(request.train_path),
         request.class_column,
         absolute_location(request.test_path),
@@ -176,23 +185,22 @@ def check_request(request: DatarunRequest) -> tuple[DatasetInfo, dict[str, Any],
     if request.methods is None:
         methods = [load_method(name) for name in default_portfolio(info)]
     metric = resolve_metric(request.metric, info.k_classes)
-    split = split_frames(
-        train,
-        test,
-        info.class_column,
-        info.schema,
+    # the split is made by the labels alone: the features are not copied to count its rows
+    split = split_rows(
+        train.frame[info.class_column],
+        None if test is None else test.frame[info.class_column],
         options["seed"],
         options["test_size"],
         options["cv_folds"],
     )
-    rung = top_rung(len(split.y_train), options["fidelity"])
-    stored = {**options, "metric": metric, "top_rung": rung, "train_rows": len(split.y_train)}
-    return info, stored, methods
+    rung = top_rung(len(split.train), options["fidelity"])
+    stored = {**options, "metric": metric, "top_rung": rung, "train_rows": len(split.train)}
+    return info, stored, methods, (train, test)
 
 
 def ingest(hub: ModelHub, request: DatarunRequest) -> Ingested:
     """Check the request, then register its dataset (idempotent on the data's content)."""
-    info, options, methods = check_request(request)
+    info, options, methods, _ = _checked(request)
     dataset = hub.register_dataset(info)
     return Ingested(dataset.id, info, options, methods, request.run_per_partition)
 

@@ -18,6 +18,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from atm_core.data.split import HOLDOUT_SHARE, TrainTest
+from atm_core.data.stratified import label_codes, stratified_rows
 from atm_core.rungs import rung_rows
 
 
@@ -27,10 +28,10 @@ def at_rung(data: TrainTest, rung: int, top: int, seed: int) -> TrainTest:
     if rung >= top:
         return data
     rows = rung_rows(rung, top, len(data.y_train))
-    kept, _ = _stratified(np.arange(len(data.y_train)), data.y_train, rows, seed + rung + 1)
-    y = data.y_train.iloc[kept].reset_index(drop=True)
-    judged = max(1, round(HOLDOUT_SHARE * len(y)))
-    fit, judge = _stratified(np.arange(len(y)), y, len(y) - judged, seed)
+    codes = label_codes(data.y_train)
+    kept, _ = _stratified(codes, rows, seed + rung + 1)
+    judged = max(1, round(HOLDOUT_SHARE * len(kept)))
+    fit, judge = _stratified(codes[kept], len(kept) - judged, seed)
     order = kept[np.concatenate([fit, judge])]
     return TrainTest(
         X_train=data.X_train.iloc[order].reset_index(drop=True),
@@ -42,9 +43,10 @@ def at_rung(data: TrainTest, rung: int, top: int, seed: int) -> TrainTest:
     )
 
 
-def _stratified(rows: np.ndarray, y, keep: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``keep`` of ``rows`` and the rest, stratified by ``y`` when every class allows it."""
+def _stratified(codes: np.ndarray, keep: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``keep`` of the rows and the rest, stratified by their class ``codes`` when every class
+    allows it (the rows ``train_test_split`` picks, see :mod:`atm_core.data.stratified`)."""
     try:
-        return train_test_split(rows, train_size=keep, random_state=seed, stratify=y)
+        return stratified_rows(codes, train_size=keep, seed=seed)
     except ValueError:  # a class too small to appear in both parts: a plain sample
-        return train_test_split(rows, train_size=keep, random_state=seed)
+        return train_test_split(np.arange(len(codes)), train_size=keep, random_state=seed)

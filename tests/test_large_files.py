@@ -1,5 +1,5 @@
 """Large data files (issue 18, item 7): a CSV is read with pyarrow's streaming reader into
-small pandas types, hashed on the way.
+small pandas types, hashed on the way, and split without a Python object per row.
 
 The CSV here (80,000 rows, 4.8 MB) spans more than one of the reader's 4 MB blocks: types that
 change after the first block are tested. Speed and memory are measured by
@@ -18,10 +18,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from rich.console import Console
+from sklearn.model_selection import train_test_split
 
 from atm_core.console import ReadingProgress
-from atm_core.data.dataset import FeatureSchema
+from atm_core.data.dataset import FeatureSchema, read_dataset
 from atm_core.data.loading import compact, read_table, reporting_reads
+from atm_core.data.split import load_all_rows
+from atm_core.data.stratified import label_codes, stratified_rows
 from atm_core.estimators import as_categories
 from atm_core.pipeline import build_pipeline
 
@@ -214,3 +217,35 @@ def test_reading_a_large_file_shows_progress_on_the_console_it_is_given(
         ):
             read_table(str(large_csv))
         assert ("reading" in output.getvalue() and "large.csv" in output.getvalue()) == shown
+
+
+# -- the split ------------------------------------------------------------------------------
+def test_stratified_rows_are_the_rows_train_test_split_picks() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(150):
+        n, k = int(rng.integers(20, 2000)), int(rng.integers(2, 7))
+        labels = np.array([f"c{v}" for v in rng.choice(k, n, p=rng.dirichlet(np.ones(k)))])
+        seed = int(rng.integers(0, 1000))
+        size = {"test_size": 0.3} if rng.random() < 0.5 else {"train_size": n // 3}
+        try:
+            expected = train_test_split(np.arange(n), random_state=seed, stratify=labels, **size)
+        except ValueError:
+            with pytest.raises(ValueError):
+                stratified_rows(label_codes(labels), seed=seed, **size)
+            continue
+        got = stratified_rows(label_codes(labels), seed=seed, **size)
+        for want, have in zip(expected, got, strict=True):
+            np.testing.assert_array_equal(want, have)
+
+
+def test_all_rows_of_a_train_and_test_file_keep_their_categories(tmp_path: Path) -> None:
+    """The final refit's rows: the test file's categories joined to the training file's."""
+    (tmp_path / "train.csv").write_text("c,class\nx,0\ny,1\nx,0\ny,1\n")
+    (tmp_path / "test.csv").write_text("c,class\nz,0\nx,1\n")
+    info, _, _ = read_dataset(str(tmp_path / "train.csv"), "class", str(tmp_path / "test.csv"))
+    X, y = load_all_rows(
+        str(tmp_path / "train.csv"), str(tmp_path / "test.csv"), "class", info.schema,
+        info.content_hash,
+    )  # fmt: skip
+    assert str(X["c"].dtype) == "category" and X["c"].tolist() == ["x", "y", "x", "y", "z", "x"]
+    assert y.tolist() == [0, 1, 0, 1, 0, 1]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
-from atm_core.data.dataset import FeatureSchema, content_hash
-from atm_core.data.loading import read_table
+from atm_core.data.dataset import FeatureSchema, content_hash, labelled_rows
+from atm_core.data.loading import Table, read_table
+from atm_core.data.stratified import label_codes, stratified_rows
 from atm_core.errors import DataError
 
 MAX_FOLDS = 5
@@ -50,32 +51,44 @@ class TrainTest:
         return sorted(pd.concat([self.y_train, self.y_test]).unique().tolist())
 
 
-def split_frames(
-    train: pd.DataFrame,
-    test: pd.DataFrame | None,
-    class_column: str,
-    schema: FeatureSchema,
+@dataclass(frozen=True)
+class RowSplit:
+    """Where a datarun's parts come from: positions of the training part's rows in the training
+    file (laid out fit rows first under a holdout) and of the test part's (None: the test file
+    is the test part)."""
+
+    train: np.ndarray
+    test: np.ndarray | None
+    n_folds: int
+    n_fit: int = 0
+
+
+def split_rows(
+    labels: pd.Series,
+    test_labels: pd.Series | None,
     seed: int,
     test_size: float,
     cv_folds: int | None = None,
-) -> TrainTest:
-    """Split (or take the given test file), keeping the schema's feature columns in order."""
-    columns = list(schema.columns)
-    if test is None:
-        counts = train[class_column].value_counts()
+) -> RowSplit:
+    """Split by the labels alone (stratified, seeded): the rows of each part."""
+    codes = label_codes(labels)
+    train_rows: np.ndarray = np.arange(len(labels))
+    test_rows = None
+    if test_labels is None:
+        counts = labels.value_counts()
         if counts.min() < 2:
             raise DataError(
                 f"class {counts.idxmin()!r} has a single example; every class needs at least 2 "
                 "to be split into train and test"
             )
         try:
-            train, test = train_test_split(
-                train, test_size=test_size, random_state=seed, stratify=train[class_column]
-            )
+            train_rows, test_rows = stratified_rows(codes, test_size=test_size, seed=seed)
         except ValueError as exc:
-            raise DataError(f"cannot split {len(train)} rows into train and test: {exc}") from None
-    smallest = int(train[class_column].value_counts().min())
-    n_folds = min(folds_for(len(train), cv_folds), smallest)
+            raise DataError(f"cannot split {len(labels)} rows into train and test: {exc}") from None
+    train_codes = codes[train_rows]
+    counts = np.bincount(train_codes)
+    smallest = int(counts[counts > 0].min())
+    n_folds = min(folds_for(len(train_rows), cv_folds), smallest)
     if smallest < 2:  # neither folds nor a stratified holdout can be made
         raise DataError(
             "too few examples for cross-validation: the training part has a class with a single "
@@ -84,38 +97,98 @@ def split_frames(
     n_fit = 0
     if n_folds == HOLDOUT:
         try:
-            fit_rows, judge_rows = train_test_split(
-                np.arange(len(train)),
-                test_size=HOLDOUT_SHARE,
-                random_state=seed,
-                stratify=train[class_column],
-            )
+            fit_rows, judge_rows = stratified_rows(train_codes, test_size=HOLDOUT_SHARE, seed=seed)
         except ValueError as exc:
-            raise DataError(f"cannot hold out a share of {len(train)} rows: {exc}") from None
-        train, n_fit = train.iloc[np.concatenate([fit_rows, judge_rows])], len(fit_rows)
-    return TrainTest(
-        X_train=train[columns].reset_index(drop=True),
-        y_train=train[class_column].reset_index(drop=True),
-        X_test=test[columns].reset_index(drop=True),
-        y_test=test[class_column].reset_index(drop=True),
-        n_folds=n_folds,
-        n_fit=n_fit,
+            raise DataError(f"cannot hold out a share of {len(train_rows)} rows: {exc}") from None
+        train_rows, n_fit = train_rows[np.concatenate([fit_rows, judge_rows])], len(fit_rows)
+    return RowSplit(train_rows, test_rows, n_folds, n_fit)
+
+
+def split_frames(
+    train: pd.DataFrame,
+    test: pd.DataFrame | None,
+    class_column: str,
+    schema: FeatureSchema,
+    seed: int,
+    test_size: float,
+    cv_folds: int | None = None,
+    *,
+    consume: bool = False,
+) -> TrainTest:
+    """Split (or take the given test file), keeping the schema's feature columns in order.
+
+    ``consume``: the caller gives ``train`` and ``test`` up; their columns are removed as they
+    are split, so the split needs memory for one column more than the data, not for a second
+    copy. (They may be any source of columns with ``[name]``, ``pop(name)`` and ``len``.)
+    """
+    rows = split_rows(
+        train[class_column],
+        None if test is None else test[class_column],
+        seed,
+        test_size,
+        cv_folds,
     )
+    features = list(schema.columns)
+    if rows.test is None:
+        assert test is not None
+        (X_train,), (y_train,) = _rows_of(train, [rows.train], features, class_column, consume)
+        (X_test,), (y_test,) = _rows_of(test, [slice(None)], features, class_column, consume)
+    else:
+        parts = [rows.train, rows.test]
+        (X_train, X_test), (y_train, y_test) = _rows_of(
+            train, parts, features, class_column, consume
+        )
+    return TrainTest(X_train, y_train, X_test, y_test, rows.n_folds, rows.n_fit)
+
+
+def _rows_of(
+    source: Any,
+    parts: list[np.ndarray | slice],
+    features: list[str],
+    class_column: str,
+    consume: bool,
+) -> tuple[list[pd.DataFrame], list[pd.Series]]:
+    """``source``'s ``features`` and labels at each of ``parts``' row positions, column by
+    column (each removed from ``source`` once taken when ``consume``)."""
+    taken: list[dict[str, pd.Series]] = [{} for _ in parts]
+    for name in [*features, class_column]:
+        column = source.pop(name) if consume else source[name]
+        for part, rows in zip(taken, parts, strict=True):
+            part[name] = column.iloc[rows].reset_index(drop=True)
+        del column
+    labels = [part.pop(class_column) for part in taken]
+    return [pd.DataFrame(part, copy=False) for part in taken], labels
 
 
 def read_registered(
     train_path: str, test_path: str | None, class_column: str, expected_hash: str
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Re-read a registered dataset's labelled rows, refusing files changed since then."""
+    return _labelled(_read_files(train_path, test_path, class_column, expected_hash), class_column)
+
+
+def _labelled(
+    tables: tuple[Table, Table | None], class_column: str
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    train, test = tables
+    train_rows = labelled_rows(train.frame, class_column, train.location)
+    if test is None:
+        return train_rows, None
+    return train_rows, labelled_rows(test.frame, class_column, test.location)
+
+
+def _read_files(
+    train_path: str, test_path: str | None, class_column: str, expected_hash: str
+) -> tuple[Table, Table | None]:
+    """The dataset's files, refused when changed."""
     train = read_table(train_path, class_column)
     test = read_table(test_path, class_column) if test_path else None
     if content_hash(train.sha256, test.sha256 if test else None, class_column) != expected_hash:
         raise DataError(
-            f"{train_path}{' or ' + test_path if test_path else ''} changed since the dataset "
-            "was registered; register it again as a new dataset"
+            f"{train_path}{' or ' + test_path if test_path else ''} changed since the "
+            "dataset was registered; register it again as a new dataset"
         )
-    frames = [t.frame[t.frame[class_column].notna()] for t in (train, test) if t is not None]
-    return frames[0], frames[1] if test else None
+    return train, test
 
 
 def load_train_test(
@@ -128,9 +201,10 @@ def load_train_test(
     test_size: float,
     cv_folds: int | None = None,
 ) -> TrainTest:
-    """Re-read a registered dataset and split it as its dataruns do."""
+    """Re-read a registered dataset and split it as its dataruns do (the frames read are
+    consumed by the split: never a second copy of the data)."""
     train, test = read_registered(train_path, test_path, class_column, expected_hash)
-    return split_frames(train, test, class_column, schema, seed, test_size, cv_folds)
+    return split_frames(train, test, class_column, schema, seed, test_size, cv_folds, consume=True)
 
 
 def load_all_rows(
@@ -142,7 +216,22 @@ def load_all_rows(
 ) -> tuple[pd.DataFrame, pd.Series]:
     """Every labelled row of a registered dataset (train and test part): for a final refit."""
     train, test = read_registered(train_path, test_path, class_column, expected_hash)
-    rows = train if test is None else pd.concat([train, test], ignore_index=True)
+    rows = train if test is None else concat_rows(train, test)
     return rows[list(schema.columns)].reset_index(drop=True), rows[class_column].reset_index(
         drop=True
     )
+
+
+def concat_rows(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
+    """``first``'s rows then ``second``'s; a text column stays categorical (``pd.concat`` of
+    two categoricals with other categories would make a Python string per row)."""
+    second = second[list(first.columns)]
+    for name in first.columns:
+        left, right = first[name], second[name]
+        if isinstance(left.dtype, pd.CategoricalDtype) and isinstance(
+            right.dtype, pd.CategoricalDtype
+        ):
+            union = left.cat.categories.union(right.cat.categories, sort=False)
+            first = first.assign(**{name: left.cat.set_categories(union)})
+            second = second.assign(**{name: right.cat.set_categories(union)})
+    return pd.concat([first, second], ignore_index=True)
