@@ -8,12 +8,14 @@ and never leaves an orphan. Local writes go to a temporary name and are renamed 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import pickle
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import fsspec
 import pandas as pd
@@ -110,6 +112,41 @@ class ArtifactStore:
         location = self.url(key)
         self._put_all({location: _parquet(frame)})
         return location
+
+    @contextlib.contextmanager
+    def writing(self, key: str) -> Iterator[IO[bytes]]:
+        """A binary file to write ``key`` through (not held in memory whole); it appears
+        under ``key`` complete or not at all: locally by a rename, on S3 by the upload's end.
+        Not retried (the caller writes again): failures raise :class:`ArtifactStoreError`."""
+        path = self._path(self.url(key))
+        target = f"{path}.tmp-{uuid.uuid4().hex}" if self._local else path
+        try:
+            if self._local:
+                self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            with self.fs.open(target, "wb") as handle:
+                yield handle
+            if self._local:
+                self.fs.mv(target, path)
+        except Exception as exc:
+            if self._local:
+                with contextlib.suppress(OSError):
+                    self.fs.rm_file(target)
+            raise ArtifactStoreError(f"cannot write {self.url(key)}: {exc}") from exc
+
+    def reading(self, key: str) -> IO[bytes] | str:
+        """What pyarrow reads ``key`` from: a local path (read natively), or an open file
+        of the store; a missing key raises :class:`NotFoundError`."""
+        path = self._path(self.url(key))
+        if self._local:
+            if not self.fs.exists(path):
+                raise NotFoundError(f"artifact not found: {self.url(key)}")
+            return path
+        try:
+            return self.fs.open(path, "rb")
+        except FileNotFoundError:
+            raise NotFoundError(f"artifact not found: {self.url(key)}") from None
+        except Exception as exc:
+            raise ArtifactStoreError(f"cannot read {self.url(key)}: {exc}") from exc
 
     def _save_verified(self, location: str, blob: bytes, beside: dict[str, bytes]) -> StoredModel:
         replies = self._put_all({location: blob, **beside})

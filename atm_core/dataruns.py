@@ -16,6 +16,7 @@ import yaml
 from atm_core import options as spec
 from atm_core.data.dataset import DatasetInfo, read_dataset
 from atm_core.data.loading import Table
+from atm_core.data.parsed_cache import keep_parsed
 from atm_core.data.split import split_rows
 from atm_core.errors import ATMError, ConfigError
 from atm_core.evaluation import (
@@ -173,7 +174,7 @@ def check_request(request: DatarunRequest) -> tuple[DatasetInfo, dict[str, Any],
 def _checked(
     request: DatarunRequest,
 ) -> tuple[DatasetInfo, dict[str, Any], list[Method], tuple[Table, Table | None]]:
-    """:func:`check_request`, and the tables read."""
+    """:func:`check_request`, and the tables read (a parsed copy is kept of them)."""
     options, methods = validate_options(request)
     if not request.train_path:
         raise ConfigError("train_path is required: a CSV or parquet file with a label column")
@@ -199,9 +200,12 @@ def _checked(
 
 
 def ingest(hub: ModelHub, request: DatarunRequest) -> Ingested:
-    """Check the request, then register its dataset (idempotent on the data's content)."""
-    info, options, methods, _ = _checked(request)
+    """Check the request, then register its dataset (idempotent on the data's content) and
+    keep its parsed rows in the artifact store for the workers
+    (:mod:`atm_core.data.parsed_cache`)."""
+    info, options, methods, (train, test) = _checked(request)
     dataset = hub.register_dataset(info)
+    keep_parsed(hub.store, info.content_hash, train, test)
     return Ingested(dataset.id, info, options, methods, request.run_per_partition)
 
 

@@ -247,6 +247,7 @@ def _all_rows(hub: ModelHub, datarun_id: int) -> tuple[pd.DataFrame, pd.Series]:
         dataset.class_column,
         FeatureSchema.from_json(dataset.feature_schema),
         dataset.content_hash,
+        hub.store,
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from sklearn.base import clone
 
-from atm_core.artifacts import ArtifactStoreError, serialize_model
+from atm_core.artifacts import ArtifactStore, ArtifactStoreError, serialize_model
 from atm_core.data.dataset import FeatureSchema
 from atm_core.data.split import TrainTest, load_train_test
 from atm_core.ensemble import CANDIDATES
@@ -123,10 +123,18 @@ class DataCache:
         self._lock = threading.Lock()
         self._max_items = max_items
 
-    def get(self, dataset: Dataset, datarun: Datarun, rung: int = 0) -> TrainTest:
-        """The datarun's split as ``rung`` sees it (see :mod:`atm_core.fidelity`)."""
+    def get(
+        self,
+        dataset: Dataset,
+        datarun: Datarun,
+        rung: int = 0,
+        store: ArtifactStore | None = None,
+    ) -> TrainTest:
+        """The datarun's split as ``rung`` sees it (see :mod:`atm_core.fidelity`), read
+        through ``store``'s parsed copy of the dataset when given
+        (:mod:`atm_core.data.parsed_cache`)."""
         if rung < datarun.top_rung:
-            full = self.get(dataset, datarun, datarun.top_rung)
+            full = self.get(dataset, datarun, datarun.top_rung, store)
             key = (dataset.id, datarun.seed, datarun.test_size, "rung", rung, datarun.top_rung)
             with self._lock:
                 if key not in self._items:
@@ -148,6 +156,7 @@ class DataCache:
                 datarun.seed,
                 datarun.test_size,
                 datarun.cv_folds,
+                store,
             )
             self._keep(key, data)
             give_back(collect=False)  # the file's bytes and parsing buffers (100k rows: 10 MB)
@@ -265,7 +274,7 @@ def train_classifier(
         result.status = classifier.status.value  # a retry of work already recorded
         return result
     try:
-        data = cache.get(dataset, datarun, classifier.rung)
+        data = cache.get(dataset, datarun, classifier.rung, hub.store)
     except DataError as exc:  # not the model's fault: leave the datarun to a worker that can
         message = f"datarun {datarun.id}: this worker cannot read its data: {exc}"
         raise DataUnavailable(message) from None

@@ -1,5 +1,6 @@
 """Large data files (issue 18, item 7): a CSV is read with pyarrow's streaming reader into
-small pandas types, hashed on the way, and split without a Python object per row.
+small pandas types, hashed on the way, and kept parsed in the artifact store, where workers
+read it instead of the CSV.
 
 The CSV here (80,000 rows, 4.8 MB) spans more than one of the reader's 4 MB blocks: types that
 change after the first block are tested. Speed and memory are measured by
@@ -10,23 +11,34 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.csv
 import pytest
 from rich.console import Console
 from sklearn.model_selection import train_test_split
 
+from atm_core.artifacts import ArtifactStore
 from atm_core.console import ReadingProgress
 from atm_core.data.dataset import FeatureSchema, read_dataset
-from atm_core.data.loading import compact, read_table, reporting_reads
-from atm_core.data.split import load_all_rows
+from atm_core.data.loading import compact, file_fingerprint, read_table, reporting_reads
+from atm_core.data.parsed_cache import open_parsed, parsed_key, save_parsed
+from atm_core.data.split import load_all_rows, load_train_test
 from atm_core.data.stratified import label_codes, stratified_rows
+from atm_core.dataruns import DatarunRequest, enter_data
+from atm_core.driver import Driver
 from atm_core.estimators import as_categories
+from atm_core.modelhub import ModelHub
+from atm_core.modelhub.models import ClassifierStatus
 from atm_core.pipeline import build_pipeline
+from atm_core.training import DataCache
 
 ROWS = 80_000
 LATE = ROWS - 500  # rows in the file's last block: past the first 4 MB the types come from
@@ -249,3 +261,154 @@ def test_all_rows_of_a_train_and_test_file_keep_their_categories(tmp_path: Path)
     )  # fmt: skip
     assert str(X["c"].dtype) == "category" and X["c"].tolist() == ["x", "y", "x", "y", "z", "x"]
     assert y.tolist() == [0, 1, 0, 1, 0, 1]
+
+
+# -- the parsed copy ------------------------------------------------------------------------
+def _enter(hub: ModelHub, path: Path, label: str = "label") -> tuple:
+    entered = enter_data(
+        hub, DatarunRequest(str(path), class_column=label, methods=["dt"], budget=2)
+    )
+    return hub.get_dataset(entered.dataset_id), entered.dataruns[0]
+
+
+def _from_csv(dataset, datarun):
+    """The datarun's split read from its CSV (no store)."""
+    return load_train_test(
+        dataset.train_path, dataset.test_path, dataset.class_column,
+        FeatureSchema.from_json(dataset.feature_schema), dataset.content_hash,
+        datarun.seed, datarun.test_size, datarun.cv_folds,
+    )  # fmt: skip
+
+
+def _assert_same_split(one, other) -> None:
+    pd.testing.assert_frame_equal(one.X_train, other.X_train)
+    pd.testing.assert_frame_equal(one.X_test, other.X_test)
+    pd.testing.assert_series_equal(one.y_train, other.y_train)
+    pd.testing.assert_series_equal(one.y_test, other.y_test)
+    assert (one.n_folds, one.n_fit) == (other.n_folds, other.n_fit)
+
+
+def _no_csv_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the CSV was parsed")
+
+    monkeypatch.setattr(pyarrow.csv, "open_csv", refuse)
+    monkeypatch.setattr(pd, "read_csv", refuse)
+
+
+def test_enter_data_keeps_the_parsed_rows_and_workers_train_on_them(
+    sqlite_hub: ModelHub, data_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dataset, datarun = _enter(sqlite_hub, data_file)
+    assert sqlite_hub.store.exists(parsed_key(dataset.content_hash, "train"))
+    expected = _from_csv(dataset, datarun)
+    _no_csv_parsing(monkeypatch)
+    data = DataCache().get(dataset, datarun, datarun.top_rung, sqlite_hub.store)
+    _assert_same_split(data, expected)
+    assert datarun.top_rung > 0  # rungs: the subsamples come from the same rows
+    Driver(sqlite_hub).run()
+    classifiers = sqlite_hub.classifiers(datarun.id)
+    assert [c.status for c in classifiers] == [ClassifierStatus.COMPLETE] * 2
+
+
+@pytest.mark.parametrize("damage", ["flipped bytes", "truncated", "other content"])
+def test_a_damaged_parsed_copy_is_set_aside_and_written_again(
+    sqlite_hub: ModelHub,
+    data_file: Path,
+    iris_path: str,
+    damage: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dataset, datarun = _enter(sqlite_hub, data_file)
+    copy = Path(sqlite_hub.store.url(parsed_key(dataset.content_hash, "train")))
+    data = bytearray(copy.read_bytes())
+    if damage == "flipped bytes":  # inside a column's pages: their checksum fails
+        middle = len(data) // 2
+        data[middle : middle + 64] = bytes(255 - b for b in data[middle : middle + 64])
+        copy.write_bytes(bytes(data))
+    elif damage == "truncated":
+        copy.write_bytes(bytes(data[: len(data) // 3]))
+    else:  # the parsed rows of another dataset put in its place
+        iris = Path(shutil.copy(iris_path, data_file.parent / "iris.csv"))
+        other, _ = _enter(sqlite_hub, iris, "class")
+        shutil.copy(sqlite_hub.store.url(parsed_key(other.content_hash, "train")), copy)
+    with caplog.at_level(logging.WARNING):
+        data_read = DataCache().get(dataset, datarun, datarun.top_rung, sqlite_hub.store)
+    assert "ignoring the parsed rows" in caplog.text
+    _assert_same_split(data_read, _from_csv(dataset, datarun))
+    part = open_parsed(sqlite_hub.store, dataset.content_hash, "train")  # written again
+    assert part is not None
+    try:
+        table = part.table(str(data_file))
+    finally:
+        part.close()
+    pd.testing.assert_frame_equal(table.frame, read_table(str(data_file), "label").frame)
+
+
+def test_a_touched_file_is_read_again_and_a_changed_one_refused(
+    sqlite_hub: ModelHub, data_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy is used while the file keeps its size and time; a file only touched (same
+    bytes) is read, its hash checked and the copy's fingerprint renewed."""
+    dataset, datarun = _enter(sqlite_hub, data_file)
+    stat = data_file.stat()
+    os.utime(data_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    DataCache().get(dataset, datarun, datarun.top_rung, sqlite_hub.store)
+    part = open_parsed(sqlite_hub.store, dataset.content_hash, "train")
+    assert part is not None and part.fingerprint == file_fingerprint(str(data_file))
+    part.close()
+    _no_csv_parsing(monkeypatch)  # renewed: the next worker reads the copy
+    DataCache().get(dataset, datarun, datarun.top_rung, sqlite_hub.store)
+    monkeypatch.undo()
+    with data_file.open("a") as handle:
+        handle.write("1,2,3,4,x,000,1,,True,2024-01-01,,yes\n")
+    with pytest.raises(Exception, match="changed since the dataset was registered"):
+        DataCache().get(dataset, datarun, datarun.top_rung, sqlite_hub.store)
+
+
+def test_the_parsed_copy_on_s3(s3_root: str, large_csv: Path) -> None:
+    store = ArtifactStore(s3_root)
+    table = read_table(str(large_csv), "label")
+    content = "0" * 64
+    assert save_parsed(store, content, "train", table)
+    part = open_parsed(store, content, "train")
+    assert part is not None
+    try:
+        assert (part.sha256, part.size_bytes) == (table.sha256, table.size_bytes)
+        pd.testing.assert_frame_equal(part.table(str(large_csv)).frame, table.frame)
+    finally:
+        part.close()
+    assert open_parsed(store, "1" * 64, "train") is None
+
+
+def test_atm_commands_on_a_large_csv_workers_never_parse_it(
+    data_file: Path, tmp_path: Path
+) -> None:
+    """The real ``atm`` executable: ``enter_data`` (nothing on stderr), then the CSV's bytes
+    are replaced by binary ones of the same size under the same modification time (what a
+    worker cannot parse, and the one change the copy does not notice): ``atm worker`` still
+    trains both classifiers, on the parsed copy."""
+    env = dict(
+        os.environ,
+        ATM_DATABASE_URL=f"sqlite:///{tmp_path}/atm.db",
+        ATM_ARTIFACT_ROOT=str(tmp_path / "artifacts"),
+    )
+    entered = subprocess.run(
+        [str(ATM_BIN), "enter_data", "--train-path", str(data_file), "--class-column",
+         "label", "--methods", "dt", "--budget", "2"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert (entered.returncode, entered.stderr) == (0, ""), entered.stdout + entered.stderr
+    stat = data_file.stat()
+    data_file.write_bytes(b"\x00" * stat.st_size)
+    os.utime(data_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    worked = subprocess.run(
+        [str(ATM_BIN), "worker", "--quiet"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert worked.returncode == 0, worked.stdout + worked.stderr
+    hub = ModelHub(env["ATM_DATABASE_URL"], artifact_root=env["ATM_ARTIFACT_ROOT"])
+    try:
+        assert [c.status for c in hub.classifiers(1)] == [ClassifierStatus.COMPLETE] * 2
+    finally:
+        hub.close()

@@ -24,6 +24,8 @@ import pandas as pd
 from atm_core.errors import DataError
 
 _PARQUET_MAGIC = b"PAR1"
+# what fsspec's file systems say of a file's version: local files, S3, http(s)
+_VERSION_KEYS = ("mtime", "ETag", "LastModified", "Last-Modified")
 # (location, bytes read so far, the file's size or None): called as a CSV is read
 ReadProgress = Callable[[str, int, int | None], None]
 _progress: ContextVar[ReadProgress | None] = ContextVar("atm_read_progress", default=None)
@@ -37,6 +39,7 @@ class Table:
     frame: pd.DataFrame
     sha256: str
     size_bytes: int
+    fingerprint: str = ""  # see file_fingerprint: taken before the file was read
 
 
 @contextlib.contextmanager
@@ -56,7 +59,7 @@ def read_table(location: str, label: str | None = None) -> Table:
     64 bits), for the label column of a dataset.
     """
     fs, path = _filesystem(location)
-    size = _checked_file(fs, path, location)
+    size, fingerprint = _checked_file(fs, path, location)
     with _reading(location):
         with _open(fs, path) as handle:
             head = handle.read(len(_PARQUET_MAGIC))
@@ -72,7 +75,15 @@ def read_table(location: str, label: str | None = None) -> Table:
         raise DataError(f"data file has no columns: {location}")
     if len(frame) == 0:
         raise DataError(f"data file has a header but no rows: {location}")
-    return Table(location, frame, sha256, size)
+    return Table(location, frame, sha256, size, fingerprint)
+
+
+def file_fingerprint(location: str) -> str:
+    """What tells a changed file from an unchanged one without reading it: its size and
+    modification time, or what the server says of its version (ETag, Last-Modified). Every
+    failure is a ``DataError`` naming the file, as :func:`read_table`'s."""
+    fs, path = _filesystem(location)
+    return _checked_file(fs, path, location)[1]
 
 
 def parquet_frame(raw: bytes) -> pd.DataFrame:
@@ -91,12 +102,19 @@ def _filesystem(location: str) -> tuple[fsspec.AbstractFileSystem, str]:
         raise DataError(f"cannot open {location}: {exc}") from exc
 
 
-def _checked_file(fs: fsspec.AbstractFileSystem, path: str, location: str) -> int | None:
-    """The file's size (None when the server does not say); a folder is refused."""
+def _checked_file(
+    fs: fsspec.AbstractFileSystem, path: str, location: str
+) -> tuple[int | None, str]:
+    """The file's size (None when the server does not say) and fingerprint; a folder is
+    refused."""
     with _reading(location):
         if fs.isdir(path):
             raise DataError(f"data path is a folder, not a file: {location}")
-        return fs.info(path).get("size")
+        fs.invalidate_cache(path)
+        info = fs.info(path)
+    size = info.get("size")
+    versions = [f"{key}={info[key]}" for key in _VERSION_KEYS if info.get(key) is not None]
+    return size, ";".join([f"size={size}", *versions])
 
 
 @contextlib.contextmanager

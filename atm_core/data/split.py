@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from atm_core.data.dataset import FeatureSchema, content_hash, labelled_rows
-from atm_core.data.loading import Table, read_table
+from atm_core.data.loading import Table, file_fingerprint, read_table
+from atm_core.data.parsed_cache import ParsedPart, ParsedUnreadable, open_parsed, save_parsed
 from atm_core.data.stratified import label_codes, stratified_rows
 from atm_core.errors import DataError
+
+if TYPE_CHECKING:
+    from atm_core.artifacts import ArtifactStore
+
+log = logging.getLogger(__name__)
 
 MAX_FOLDS = 5
 HOLDOUT = 0  # no cross-validation: one fit, judged on a holdout from the training part
@@ -161,10 +168,37 @@ def _rows_of(
 
 
 def read_registered(
-    train_path: str, test_path: str | None, class_column: str, expected_hash: str
+    train_path: str,
+    test_path: str | None,
+    class_column: str,
+    expected_hash: str,
+    store: ArtifactStore | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """Re-read a registered dataset's labelled rows, refusing files changed since then."""
-    return _labelled(_read_files(train_path, test_path, class_column, expected_hash), class_column)
+    """Re-read a registered dataset's labelled rows, refusing files changed since then.
+
+    With ``store`` (the artifact store), the parsed copy kept there is read instead of the
+    files when it holds the registered content, and written when it does not (see
+    :mod:`atm_core.data.parsed_cache`, also for what a changed file means then).
+    """
+    tables = None
+    parts = (
+        None
+        if store is None
+        else _open_parsed(store, expected_hash, train_path, test_path, class_column)
+    )
+    if parts is not None:
+        try:
+            tables = (
+                parts[0].table(train_path),
+                parts[1].table(test_path) if parts[1] and test_path else None,
+            )
+        except ParsedUnreadable as exc:
+            log.warning("ignoring the parsed rows at %s", exc)
+        finally:
+            _close(parts)
+    if tables is None:
+        tables = _read_files(train_path, test_path, class_column, expected_hash, store)
+    return _labelled(tables, class_column)
 
 
 def _labelled(
@@ -178,9 +212,14 @@ def _labelled(
 
 
 def _read_files(
-    train_path: str, test_path: str | None, class_column: str, expected_hash: str
+    train_path: str,
+    test_path: str | None,
+    class_column: str,
+    expected_hash: str,
+    store: ArtifactStore | None,
 ) -> tuple[Table, Table | None]:
-    """The dataset's files, refused when changed."""
+    """The dataset's files, refused when changed; their parsed copy written to ``store``
+    (there was none, or none this process could use)."""
     train = read_table(train_path, class_column)
     test = read_table(test_path, class_column) if test_path else None
     if content_hash(train.sha256, test.sha256 if test else None, class_column) != expected_hash:
@@ -188,7 +227,88 @@ def _read_files(
             f"{train_path}{' or ' + test_path if test_path else ''} changed since the "
             "dataset was registered; register it again as a new dataset"
         )
+    if store is not None:
+        save_parsed(store, expected_hash, "train", train)
+        if test is not None:
+            save_parsed(store, expected_hash, "test", test)
     return train, test
+
+
+def _open_parsed(
+    store: ArtifactStore,
+    expected_hash: str,
+    train_path: str,
+    test_path: str | None,
+    class_column: str,
+) -> tuple[ParsedPart, ParsedPart | None] | None:
+    """The dataset's parsed copy when the store holds all of it, of this content, and the
+    files still have the fingerprints they had when it was parsed; a missing file raises
+    ``DataError`` as reading it would."""
+    train = open_parsed(store, expected_hash, "train")
+    test = open_parsed(store, expected_hash, "test") if test_path and train else None
+    parts = (train, test)
+    try:
+        usable = _usable(parts, expected_hash, train_path, test_path, class_column)
+    except BaseException:
+        _close(parts)
+        raise
+    if not usable:
+        _close(parts)
+        return None
+    assert train is not None
+    return train, test
+
+
+def _usable(
+    parts: tuple[ParsedPart | None, ParsedPart | None],
+    expected_hash: str,
+    train_path: str,
+    test_path: str | None,
+    class_column: str,
+) -> bool:
+    train, test = parts
+    if train is None or (test_path and test is None):
+        return False
+    if content_hash(train.sha256, test.sha256 if test else None, class_column) != expected_hash:
+        log.warning("ignoring the parsed rows at %s: not the registered content", train.url)
+        return False
+    for part, location in ((train, train_path), (test, test_path)):
+        if part is not None and location and part.fingerprint != file_fingerprint(location):
+            log.info("%s changed (size or time) since it was parsed: reading it", location)
+            return False
+    return True
+
+
+def _close(parts: tuple[ParsedPart | None, ...]) -> None:
+    for part in parts:
+        if part is not None:
+            part.close()
+
+
+class _LabelledColumns:
+    """A parsed part's labelled rows, a column read each time one is asked for: given to
+    :func:`split_frames` to consume, the whole frame never exists next to its split."""
+
+    def __init__(self, part: ParsedPart, class_column: str) -> None:
+        self._part = part
+        self._class_column = class_column
+        labels = part.column(class_column)
+        present = labels.notna().to_numpy()
+        self._rows = None if present.all() else np.flatnonzero(present)
+        self._labels = self._labelled(labels)
+
+    def _labelled(self, column: pd.Series) -> pd.Series:
+        return column if self._rows is None else column.iloc[self._rows].reset_index(drop=True)
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def __getitem__(self, name: str) -> pd.Series:
+        if name == self._class_column:
+            return self._labels
+        return self._labelled(self._part.column(name))
+
+    pop = __getitem__
 
 
 def load_train_test(
@@ -200,10 +320,33 @@ def load_train_test(
     seed: int,
     test_size: float,
     cv_folds: int | None = None,
+    store: ArtifactStore | None = None,
 ) -> TrainTest:
-    """Re-read a registered dataset and split it as its dataruns do (the frames read are
-    consumed by the split: never a second copy of the data)."""
-    train, test = read_registered(train_path, test_path, class_column, expected_hash)
+    """Re-read a registered dataset and split it as its dataruns do.
+
+    With ``store``, from the parsed copy kept there (see :func:`read_registered`), read a
+    column at a time: the split is made from the labels, then each column is read and split
+    in turn, so the whole frame never exists next to its parts.
+    """
+    parts = (
+        None
+        if store is None
+        else _open_parsed(store, expected_hash, train_path, test_path, class_column)
+    )
+    if parts is not None:
+        try:
+            train = _LabelledColumns(parts[0], class_column)
+            test = _LabelledColumns(parts[1], class_column) if parts[1] else None
+            return split_frames(
+                train, test, class_column, schema, seed, test_size, cv_folds, consume=True
+            )
+        except ParsedUnreadable as exc:
+            log.warning("ignoring the parsed rows at %s", exc)
+        finally:
+            _close(parts)
+    tables = _read_files(train_path, test_path, class_column, expected_hash, store)
+    train, test = _labelled(tables, class_column)
+    del tables
     return split_frames(train, test, class_column, schema, seed, test_size, cv_folds, consume=True)
 
 
@@ -213,9 +356,10 @@ def load_all_rows(
     class_column: str,
     schema: FeatureSchema,
     expected_hash: str,
+    store: ArtifactStore | None = None,
 ) -> tuple[pd.DataFrame, pd.Series]:
     """Every labelled row of a registered dataset (train and test part): for a final refit."""
-    train, test = read_registered(train_path, test_path, class_column, expected_hash)
+    train, test = read_registered(train_path, test_path, class_column, expected_hash, store)
     rows = train if test is None else concat_rows(train, test)
     return rows[list(schema.columns)].reset_index(drop=True), rows[class_column].reset_index(
         drop=True
