@@ -25,6 +25,7 @@ import pytest
 from rich.console import Console
 from sklearn.model_selection import train_test_split
 
+from atm_core import evaluation
 from atm_core.artifacts import ArtifactStore
 from atm_core.console import ReadingProgress
 from atm_core.data.dataset import FeatureSchema, read_dataset
@@ -261,6 +262,46 @@ def test_all_rows_of_a_train_and_test_file_keep_their_categories(tmp_path: Path)
     )  # fmt: skip
     assert str(X["c"].dtype) == "category" and X["c"].tolist() == ["x", "y", "x", "y", "z", "x"]
     assert y.tolist() == [0, 1, 0, 1, 0, 1]
+
+
+# -- evaluation on large parts --------------------------------------------------------------
+def test_metrics_compare_labels_by_their_positions_as_by_the_labels() -> None:
+    rng = np.random.default_rng(5)
+    for classes in (["no", "yes"], ["a", "b c", "d"], [0, 1, 2, 3]):
+        text = isinstance(classes[0], str)  # labels as read (str) and as predicted (object)
+        truth = pd.Series(rng.choice(np.array(classes), 500), dtype="str" if text else None)
+        predicted = rng.choice(np.array(classes, dtype=object if text else None), 500)
+        scores = rng.dirichlet(np.ones(len(classes)), 500)
+        by_position = evaluation.compute_metrics(truth, predicted, scores, classes)
+        names = evaluation.BINARY_METRICS if len(classes) == 2 else evaluation.MULTICLASS_METRICS
+        by_label = {
+            name: evaluation.metric_value(
+                name, np.asarray(truth), np.asarray(predicted), scores, classes
+            )
+            for name in names
+        }
+        assert by_position == pytest.approx(by_label, rel=1e-12), classes
+
+
+def test_answers_in_blocks_are_the_answers_at_once(
+    iris_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frame = pd.read_csv(iris_path)
+    X, y = frame.drop(columns=["class"]), frame["class"]
+    schema = FeatureSchema.infer(X)
+    for estimator in (
+        "sklearn.tree.DecisionTreeClassifier",
+        "sklearn.linear_model.LogisticRegression",
+        "sklearn.svm.SVC",  # calibrated: a decision function made probabilities
+        "sklearn.neighbors.KNeighborsClassifier",
+    ):
+        model = build_pipeline(estimator, {}, schema, random_state=0).fit(X, y)
+        whole = evaluation._predict(model, X)
+        monkeypatch.setattr(evaluation, "PREDICT_ROWS", 7)
+        blocks = evaluation._predict(model, X)
+        monkeypatch.undo()
+        np.testing.assert_array_equal(whole[0], blocks[0])
+        np.testing.assert_allclose(whole[1], blocks[1], rtol=0, atol=1e-12)
 
 
 # -- the parsed copy ------------------------------------------------------------------------
