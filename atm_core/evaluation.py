@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 from sklearn.base import ClassifierMixin, clone
 from sklearn.exceptions import ConvergenceWarning, UndefinedMetricWarning
 from sklearn.metrics import average_precision_score, cohen_kappa_score, matthews_corrcoef
@@ -193,13 +192,29 @@ def _f1(truth: np.ndarray, predicted: np.ndarray) -> float:
 
 def _auc(truth: np.ndarray, scores: np.ndarray) -> float:
     """ROC AUC of a boolean ``truth`` ranked by ``scores``: the Mann-Whitney statistic with
-    average ranks for ties, as ``roc_auc_score`` computes it; NaN with a single class."""
+    average ranks for ties, as ``roc_auc_score`` computes it; NaN with a single class or a
+    NaN score.
+
+    Counted as the negatives each positive outscores (a tie counts half) against the sorted
+    negatives: the same value as from the ranks of every score (both sums are exact), with a
+    fifth of the temporaries (the micro AUC of a 600,000-row test part: 1.8M scores, ~85 MB
+    for ``scipy.stats.rankdata``).
+    """
     positives = int(np.count_nonzero(truth))
     negatives = len(truth) - positives
     if not positives or not negatives:
         return math.nan
-    ranks = rankdata(scores)
-    return float((ranks[truth].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+    scores = np.asarray(scores, dtype=float)
+    if np.isnan(scores).any():
+        return math.nan
+    truth = np.asarray(truth, dtype=bool)
+    below = scores[~truth]
+    below.sort()
+    positive = scores[truth]
+    beaten = np.searchsorted(below, positive, side="left")
+    tied = np.searchsorted(below, positive, side="right") - beaten
+    twice_wins = 2 * int(beaten.sum()) + int(tied.sum())  # an integer: exact
+    return float(twice_wins / 2 / (positives * negatives))
 
 
 def _rank_accuracy(onehot: np.ndarray, scores: np.ndarray) -> float:

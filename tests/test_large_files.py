@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow.csv
 import pytest
 from rich.console import Console
+from scipy.stats import rankdata
 from sklearn.model_selection import train_test_split
 
 from atm_core import evaluation
@@ -281,6 +282,22 @@ def test_metrics_compare_labels_by_their_positions_as_by_the_labels() -> None:
             for name in names
         }
         assert by_position == pytest.approx(by_label, rel=1e-12), classes
+
+
+def test_auc_by_counting_is_the_auc_by_ranks() -> None:
+    """The same value to the last bit as the rank formula, with ties and infinite scores."""
+    rng = np.random.default_rng(9)
+    for trial in range(300):
+        n = int(rng.integers(2, 2000))
+        truth = rng.random(n) < rng.uniform(0.05, 0.95)
+        scores = rng.normal(size=n).round(1 if trial % 2 else 6)
+        scores[rng.random(n) < 0.05] = -np.inf if trial % 3 else np.inf
+        positives, negatives = int(truth.sum()), int((~truth).sum())
+        if not positives or not negatives:
+            continue
+        ranks = rankdata(scores)
+        by_ranks = (ranks[truth].sum() - positives * (positives + 1) / 2) / (positives * negatives)
+        assert evaluation._auc(truth, scores) == by_ranks
 
 
 def test_answers_in_blocks_are_the_answers_at_once(
