@@ -4,7 +4,7 @@ read it instead of the CSV.
 
 The CSV here (80,000 rows, 4.8 MB) spans more than one of the reader's 4 MB blocks: types that
 change after the first block are tested. Speed and memory are measured by
-``benchmarks/large_csv.py``, never asserted.
+``benchmarks/large_csv.py`` and reported in ``benchmarks/RESULTS.md``, never asserted.
 """
 
 from __future__ import annotations
