@@ -116,10 +116,23 @@ def _checked_labels(table: Table, class_column: str) -> pd.DataFrame:
         raise DataError(
             f"label column '{class_column}' not found in {table.location} (columns: {shown})"
         )
-    labelled = frame[frame[class_column].notna()]
+    labelled = labelled_rows(frame, class_column)
     if labelled.empty:
         raise DataError(f"label column '{class_column}' of {table.location} has no values")
     return labelled.reset_index(drop=True)
+
+
+def labelled_rows(frame: pd.DataFrame, class_column: str) -> pd.DataFrame:
+    """The rows with a label, labels as classes: integers, strings and whole numbers as read;
+    fractions (0.5, 2.25) as their text, since scikit-learn reads fractional targets as a
+    regression's."""
+    labelled = frame[frame[class_column].notna()]
+    labels = labelled[class_column]
+    if pd.api.types.is_float_dtype(labels) and not (labels == labels.round()).all():
+        labelled = labelled.assign(
+            **{class_column: labels.map(lambda value: str(float(value))).astype(object)}
+        )
+    return labelled
 
 
 def _check_same_columns(train: Table, test: Table) -> None:

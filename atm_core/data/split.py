@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from atm_core.data.dataset import FeatureSchema, content_hash
+from atm_core.data.dataset import FeatureSchema, content_hash, labelled_rows
 from atm_core.data.loading import read_table
 from atm_core.errors import DataError
 
@@ -114,7 +114,7 @@ def read_registered(
             f"{train_path}{' or ' + test_path if test_path else ''} changed since the dataset "
             "was registered; register it again as a new dataset"
         )
-    frames = [t.frame[t.frame[class_column].notna()] for t in (train, test) if t is not None]
+    frames = [labelled_rows(t.frame, class_column) for t in (train, test) if t is not None]
     return frames[0], frames[1] if test else None
 
 
