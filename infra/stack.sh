@@ -294,7 +294,10 @@ up_prefect() {
   write_env
   # shellcheck disable=SC1091
   source "$STATE/env"   # the worker runs flows with the stack's ModelHub and artifact store
-  start server "prefect server (127.0.0.1:$PORT)" server_healthy 90 \
+  # the server streams flow-run logs to websocket clients, so `prefect deployment run --watch`
+  # shows them (both settings are off by default in Prefect 3.9: --watch then shows states only)
+  PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED=true PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED=true \
+    start server "prefect server (127.0.0.1:$PORT)" server_healthy 90 \
     "$BIN/prefect" server start --host 127.0.0.1 --port "$PORT"
   "$BIN/prefect" work-pool inspect atm >/dev/null 2>&1 ||
     "$BIN/prefect" work-pool create atm --type process >/dev/null

@@ -152,6 +152,10 @@ def test_up_status_down_on_real_processes(tmp_path: Path):
             assert not ignored & (1 << (signal.SIGINT - 1)), f"{name} ignores SIGINT"
             started |= family(pid)
         assert argv(pids["server"][0])[-2:] == ["--port", port]
+        # the server streams flow-run logs, for `prefect deployment run --watch`
+        environ = Path(f"/proc/{pids['server'][0]}/environ").read_bytes().split(b"\0")
+        assert b"PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED=true" in environ
+        assert b"PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED=true" in environ
         assert answers(f"http://127.0.0.1:{port}/api/health")
         assert answers(f"http://127.0.0.1:{s3_port}")
 
