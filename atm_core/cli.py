@@ -17,7 +17,7 @@ from typing import NoReturn
 
 from rich.console import Console
 
-from atm_core.errors import ATMError, DataError, mask_secrets
+from atm_core.errors import ATMError, mask_secrets
 from atm_core.options import add_datarun_flags, from_arguments
 from atm_core.settings import Settings, load_settings
 
@@ -203,32 +203,21 @@ def write_csv(rows: list[dict], path: str) -> None:
 
 def cmd_predict(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     from atm_core.data.loading import read_table
+    from atm_core.prediction import load_predictor
 
     hub = open_hub(settings)
-    final = not args.search_time
-    if args.ensemble is not None:
-        model, datarun_id, what = hub.load_ensemble(args.ensemble, final), args.ensemble, "ensemble"
-    else:
-        model = hub.load_model(args.classifier_id, final)
-        datarun_id, what = hub.get_classifier(args.classifier_id).datarun_id, "classifier"
-    from atm_core.data.dataset import FeatureSchema
-
-    frame = read_table(args.file).frame
-    dataset = hub.get_dataset(hub.get_datarun(datarun_id).dataset_id)
-    schema = FeatureSchema.from_json(dataset.feature_schema)
-    missing = [column for column in schema.columns if column not in frame.columns]
-    if missing:
-        raise DataError(
-            f"{args.file} lacks feature columns the {what} was trained on: {', '.join(missing)}"
-        )
-    predictions = model.predict(frame)
+    predictor = load_predictor(hub, args.classifier_id, args.ensemble, final=not args.search_time)
+    prediction = predictor.predict(read_table(args.file).frame, args.file)
+    for note in prediction.notes:
+        print(f"atm predict: warning: {args.file}: {note}", file=sys.stderr)
+    labels = prediction.labels
     if args.output:
         import pandas as pd
 
-        pd.DataFrame({"prediction": predictions}).to_csv(args.output, index=False)
-        console.print(f"{len(predictions)} predictions written to {args.output}")
+        pd.DataFrame({"prediction": labels}).to_csv(args.output, index=False)
+        console.print(f"{len(labels)} predictions written to {args.output}")
     else:
-        sys.stdout.write("".join(f"{label}\n" for label in predictions))
+        sys.stdout.write("".join(f"{label}\n" for label in labels))
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from scipy import sparse
@@ -23,11 +25,65 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
 MISSING_CATEGORY = "__missing__"
+# The share of a numeric column's filled cells that may hold something else than a number
+# ("n/a", "?") and be read as missing; a column beyond it is refused (``UnreadableNumbers``).
+TOLERATED_UNREADABLE = 0.05
+
+
+class UnreadableNumbers(ValueError):
+    """Numeric columns whose cells are mostly not numbers: reading them as missing would
+    predict from imputed values without a word."""
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A numeric column's cells that are not numbers."""
+
+    column: str
+    count: int
+    filled: int  # cells that hold anything
+    example: object
+
+    @property
+    def share(self) -> float:
+        return self.count / self.filled if self.filled else 0.0
+
+    def describe(self) -> str:
+        return (
+            f"column '{self.column}': {self.count} of {self.filled} values are not numbers "
+            f"(e.g. {self.example!r})"
+        )
+
+
+def unreadable_numbers(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[Unreadable]]:
+    """``frame`` as floats, and per column the filled cells that are not numbers (they become
+    missing). Raises ``UnreadableNumbers`` for columns beyond ``TOLERATED_UNREADABLE``."""
+    numbers, found = {}, []
+    for name, column in frame.items():
+        if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+            numbers[name] = column.astype("float64")
+            continue
+        values = pd.to_numeric(column, errors="coerce")
+        filled = column.notna() & (column.astype("str").str.strip() != "")
+        lost = filled & values.isna()
+        if lost.any():
+            example = column[lost].iloc[0]
+            found.append(Unreadable(str(name), int(lost.sum()), int(filled.sum()), example))
+        numbers[name] = values.astype("float64")
+    refused = [u for u in found if u.share > TOLERATED_UNREADABLE]
+    if refused:
+        raise UnreadableNumbers(
+            "; ".join(u.describe() for u in refused)
+            + ": the model was trained on numbers in "
+            + ("this column" if len(refused) == 1 else "these columns")
+        )
+    return pd.DataFrame(numbers, index=frame.index, columns=frame.columns), found
 
 
 def as_numbers(frame: pd.DataFrame) -> pd.DataFrame:
-    """Numeric columns as floats; a stray non-number becomes missing instead of an error."""
-    return frame.apply(pd.to_numeric, errors="coerce").astype("float64")
+    """Numeric columns as floats; a stray non-number becomes missing (a few per column at
+    most, see ``TOLERATED_UNREADABLE``)."""
+    return unreadable_numbers(frame)[0]
 
 
 def as_categories(frame: pd.DataFrame) -> np.ndarray:

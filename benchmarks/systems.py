@@ -191,9 +191,7 @@ def fit_atm(
     refitted = [c.id for c in atm.hub.classifiers(run.id) if c.final_model_location]
     details["seconds"] = {"run": round(finished - started, 2)}
     details["refitted"] = refitted
-    details["rungs"] = dict(
-        Counter(c.rung for c in atm.hub.classifiers(run.id, status="complete"))
-    )
+    details["rungs"] = dict(Counter(c.rung for c in atm.hub.classifiers(run.id, status="complete")))
     return FitResult(model, len(atm.hub.classifiers(run.id)), chosen, details)
 
 

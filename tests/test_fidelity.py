@@ -75,9 +75,7 @@ def finish(hub: ModelHub, claim, score: float) -> None:
     assert hub.complete_classifier(claim, outcome)
 
 
-def test_the_top_third_of_a_rung_is_promoted_once_best_first(
-    hub: ModelHub, large_csv: str
-) -> None:
+def test_the_top_third_of_a_rung_is_promoted_once_best_first(hub: ModelHub, large_csv: str) -> None:
     datarun = enter_data(hub, DatarunRequest(large_csv, methods=["dt"], budget=30)).dataruns[0]
     assert datarun.top_rung == 1
     partition = hub.hyperpartitions(datarun.id)[0].id

@@ -24,6 +24,7 @@ from atm_core.estimators import (
     Float32Columns,
     PCAComponents,
     StackedColumns,
+    UnreadableNumbers,
     as_categories,
 )
 from atm_core.pipeline import MAX_CATEGORIES, build_pipeline, estimator_kwargs, preprocessor
@@ -97,14 +98,22 @@ def test_missing_numbers_are_imputed_with_the_training_median(mixed) -> None:
     schema = FeatureSchema.infer(frame)
     transform = preprocessor(schema).fit(frame)
     names = list(transform.get_feature_names_out())
-    row = pd.DataFrame(
-        {"num": [np.nan], "other": ["not a number"], "flag": [True], "colour": ["red"]}
+    rows = pd.DataFrame(
+        {
+            "num": [np.nan] + [1.0] * 29,
+            "other": ["not a number"] + ["2"] * 29,
+            "flag": [True] * 30,
+            "colour": ["red"] * 30,
+        }
     )
-    out = transform.transform(row)[0]
+    out = transform.transform(rows)[0]
     assert out[names.index("num")] == pytest.approx(np.nanmedian(frame["num"]))
-    # a stray word in a numeric column is missing too, not a crash
+    # a stray word in a numeric column (1 cell in 30, within the tolerated share) is missing
     assert out[names.index("other")] == pytest.approx(frame["other"].median())
     assert out[names.index("flag")] == 1.0
+    # ... a column of words is refused, naming the column
+    with pytest.raises(UnreadableNumbers, match="column 'other': 1 of 1 values are not numbers"):
+        transform.transform(rows.iloc[:1])
 
 
 def test_categories_one_hot_missing_is_a_category_unseen_is_tolerated(mixed) -> None:

@@ -58,8 +58,9 @@ def test_the_final_models_are_fitted_on_every_row_and_used_by_default(
     capsys.readouterr()
     assert cli.main(["predict", "--ensemble", str(datarun_id), *flags, iris_path]) == 0
     frame = pd.read_csv(iris_path)
-    assert capsys.readouterr().out.split() == [str(label) for label in
-                                              ensemble.predict(frame.drop(columns=["class"]))]
+    assert capsys.readouterr().out.split() == [
+        str(label) for label in ensemble.predict(frame.drop(columns=["class"]))
+    ]
 
 
 def test_no_refit_keeps_the_search_time_models(sqlite_hub: ModelHub, iris_path: str) -> None:
@@ -69,9 +70,7 @@ def test_no_refit_keeps_the_search_time_models(sqlite_hub: ModelHub, iris_path: 
     assert n_fitted(sqlite_hub.load_model(best.id)) < 150
 
 
-def test_a_walltime_datarun_keeps_time_for_its_refit(
-    sqlite_hub: ModelHub, iris_path: str
-) -> None:
+def test_a_walltime_datarun_keeps_time_for_its_refit(sqlite_hub: ModelHub, iris_path: str) -> None:
     """Claims carry the datarun's end less the refit's estimated time; the search stops there,
     and the refit is done before the end."""
     datarun_id = finished(sqlite_hub, iris_path, budget_type="walltime", budget=0.1)

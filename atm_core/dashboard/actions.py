@@ -195,7 +195,8 @@ async def enter_datarun(request: Request) -> Response:
     summary="Predict with a classifier or a datarun's ensemble",
     description='JSON `{"classifier_id": 5, "rows": [{...}, ...]}` (or `"ensemble": '
     "DATARUN_ID`), or a CSV/parquet file as the body with `?classifier_id=5` or `?ensemble="
-    "1`. Answers `predictions`, `classes` and, when the model has them, `probabilities`.",
+    "1`. Answers `predictions`, `classes`, when the model has them `probabilities`, and "
+    "`notes` on numeric cells read as missing.",
     openapi_extra=PREDICT_BODY,
 )
 async def predict_rows(request: Request) -> Response:

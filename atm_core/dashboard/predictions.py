@@ -14,10 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from atm_core.data.dataset import FeatureSchema
-from atm_core.errors import ConfigError, DataError
+from atm_core.errors import ConfigError
 from atm_core.modelhub import ModelHub
-from atm_core.modelhub.models import Classifier, Datarun, Dataset
+from atm_core.prediction import load_predictor
 
 CACHED_MODELS = 8
 
@@ -66,35 +65,18 @@ def predict(
     for name, value in (("classifier_id", classifier_id), ("ensemble", ensemble)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
             raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if ensemble is not None:
-        what, datarun_id = "ensemble", ensemble
-        model = cache.get(("ensemble", ensemble), lambda: hub.load_ensemble(ensemble))
-    else:
-        what = "classifier"
-        with hub.transaction() as session:
-            classifier = session.get(Classifier, classifier_id)
-            datarun_id = classifier.datarun_id if classifier is not None else None
-        model = cache.get(("classifier", classifier_id), lambda: hub.load_model(classifier_id))
-    with hub.transaction() as session:
-        dataset = session.get(Dataset, session.get(Datarun, datarun_id).dataset_id)
-        schema = FeatureSchema.from_json(dataset.feature_schema)
-    missing = [column for column in schema.columns if column not in frame.columns]
-    if missing:
-        raise DataError(
-            f"{source} lacks feature columns the {what} was trained on: {', '.join(missing)}"
-        )
-    try:
-        labels = model.predict(frame)
-        probabilities = model.predict_proba(frame) if hasattr(model, "predict_proba") else None
-    except (ValueError, TypeError) as exc:
-        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"cannot predict on {source}: {detail}") from None
+    key = ("ensemble", ensemble) if ensemble is not None else ("classifier", classifier_id)
+    predictor = cache.get(key, lambda: load_predictor(hub, classifier_id, ensemble))
+    prediction = predictor.predict(frame, source, probabilities=True)
     answer: dict[str, Any] = {
-        "model": {what if what == "ensemble" else "classifier_id": ensemble or classifier_id},
-        "predictions": np.asarray(labels).tolist(),
-        "classes": np.asarray(model.classes_).tolist(),
+        "model": {"ensemble": ensemble}
+        if ensemble is not None
+        else {"classifier_id": classifier_id},
+        "predictions": prediction.labels.tolist(),
+        "classes": prediction.classes.tolist(),
         "probabilities": None,
+        "notes": prediction.notes,
     }
-    if probabilities is not None:
-        answer["probabilities"] = np.round(np.asarray(probabilities, dtype=float), 6).tolist()
+    if prediction.probabilities is not None:
+        answer["probabilities"] = np.round(prediction.probabilities, 6).tolist()
     return answer

@@ -131,14 +131,24 @@ def _checked_labels(table: Table, class_column: str) -> pd.DataFrame:
 
 
 def labelled_rows(frame: pd.DataFrame, class_column: str, location: str) -> pd.DataFrame:
-    """The rows whose label is present (``frame`` itself when every row has one: a large
-    table is not copied)."""
+    """The rows with a label (``frame`` itself when every row has one: a large table is not
+    copied), the labels as :func:`as_classes` makes them."""
     present = frame[class_column].notna()
-    if present.all():
-        return frame
     if not present.any():
         raise DataError(f"label column '{class_column}' of {location} has no values")
-    return frame[present].reset_index(drop=True)
+    labelled = frame if present.all() else frame[present].reset_index(drop=True)
+    labels = labelled[class_column]
+    classes = as_classes(labels)
+    return labelled if classes is labels else labelled.assign(**{class_column: classes})
+
+
+def as_classes(labels: pd.Series) -> pd.Series:
+    """Labels as classes: integers, strings and whole numbers as read; fractions (0.5, 2.25)
+    as their text, since scikit-learn reads fractional targets as a regression's (``labels``
+    itself when nothing changes)."""
+    if pd.api.types.is_float_dtype(labels) and not (labels == labels.round()).all():
+        return labels.map(lambda value: str(float(value))).astype(object)
+    return labels
 
 
 def _check_same_columns(train: Table, test: Table) -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from atm_core.data.dataset import FeatureSchema, content_hash, labelled_rows
+from atm_core.data.dataset import FeatureSchema, as_classes, content_hash, labelled_rows
 from atm_core.data.loading import Table, file_fingerprint, read_table
 from atm_core.data.parsed_cache import ParsedPart, ParsedUnreadable, open_parsed, save_parsed
 from atm_core.data.stratified import label_codes, stratified_rows
@@ -295,7 +295,7 @@ class _LabelledColumns:
         labels = part.column(class_column)
         present = labels.notna().to_numpy()
         self._rows = None if present.all() else np.flatnonzero(present)
-        self._labels = self._labelled(labels)
+        self._labels = as_classes(self._labelled(labels))
 
     def _labelled(self, column: pd.Series) -> pd.Series:
         return column if self._rows is None else column.iloc[self._rows].reset_index(drop=True)

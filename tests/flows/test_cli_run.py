@@ -112,8 +112,12 @@ def test_atm_run_keeps_the_database_password_out_of_prefect_and_every_file(tmp_p
                 rows = connection.execute(text(f"SELECT * FROM {table}")).all()
                 assert rows or table == "ensembles"
                 assert SECRET not in repr(rows), table
-            connection.execute(text("DROP TABLE IF EXISTS ensembles, classifiers, "
-                                    "hyperpartitions, dataruns, datasets, alembic_version"))
+            connection.execute(
+                text(
+                    "DROP TABLE IF EXISTS ensembles, classifiers, "
+                    "hyperpartitions, dataruns, datasets, alembic_version"
+                )
+            )
             connection.commit()
     finally:
         engine.dispose()
