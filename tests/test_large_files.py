@@ -369,6 +369,22 @@ def test_enter_data_keeps_the_parsed_rows_and_workers_train_on_them(
     assert [c.status for c in classifiers] == [ClassifierStatus.COMPLETE] * 2
 
 
+def test_fractional_labels_are_the_same_classes_from_the_parsed_copy(
+    sqlite_hub: ModelHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fractions as labels are their text (scikit-learn would see a regression target),
+    whether a worker reads the parsed copy or the CSV."""
+    rows = [f"{i % 7},{i % 3 / 2}" for i in range(300)]
+    (tmp_path / "halves.csv").write_text("x,label\n" + "\n".join(rows) + "\n")
+    dataset, datarun = _enter(sqlite_hub, tmp_path / "halves.csv")
+    expected = _from_csv(dataset, datarun)
+    assert sorted(expected.y_train.unique()) == ["0.0", "0.5", "1.0"]
+    _no_csv_parsing(monkeypatch)
+    data = DataCache().get(dataset, datarun, datarun.top_rung, sqlite_hub.store)
+    assert data.y_train.tolist() == expected.y_train.tolist()
+    assert data.y_test.tolist() == expected.y_test.tolist()
+
+
 @pytest.mark.parametrize("damage", ["flipped bytes", "truncated", "other content"])
 def test_a_damaged_parsed_copy_is_set_aside_and_written_again(
     sqlite_hub: ModelHub,
