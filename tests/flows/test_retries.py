@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from prefect.states import StateType
 
+from atm_core.data.parsed_cache import parsed_key
 from atm_core.modelhub.models import ClassifierStatus, DatarunStatus
 from flows.datarun import datarun
 from tests.flows.conftest import FLAKY, task_runs
@@ -24,15 +25,19 @@ def stored_files(root: Path) -> set[Path]:
     return {path for path in root.rglob("*") if path.is_file()}
 
 
-def expected_files(classifiers, summary) -> set[Path]:
-    """What the ModelHub points at: nothing else may be in the store (no orphan, no copy)."""
+def expected_files(classifiers, summary, hub) -> set[Path]:
+    """What the ModelHub points at, and the dataset's parsed copy (at a key derived from its
+    content hash): nothing else may be in the store (no orphan, no copy)."""
+    dataset = hub.get_dataset(hub.get_datarun(summary["datarun_id"]).dataset_id)
+    root = Path(hub.settings.artifact_root)
     locations = [summary["leaderboard_location"]]
+    parsed = {root / parsed_key(dataset.content_hash, "train")}
     for c in classifiers:
         if c.status == ClassifierStatus.COMPLETE:
             locations += [c.model_location, c.metrics_location, c.predictions_location]
             if c.final_model_location:  # the refit on every labelled row, at finalize
                 locations.append(c.final_model_location)
-    return {Path(location.split("://", 1)[1]) for location in locations}
+    return {Path(location.split("://", 1)[1]) for location in locations} | parsed
 
 
 def run_on_flaky_store(sqlite_hub, pollution_path, budget: int, n_parallel: int = 1):
@@ -65,7 +70,7 @@ def test_a_transient_store_fault_is_retried_by_prefect(sqlite_hub, pollution_pat
     classifiers = sqlite_hub.classifiers(summary["datarun_id"])
     assert [c.id for c in classifiers] == [1, 2, 3]
     assert all(c.status == ClassifierStatus.COMPLETE for c in classifiers)
-    assert stored_files(root) == expected_files(classifiers, summary)
+    assert stored_files(root) == expected_files(classifiers, summary, sqlite_hub)
     search_models = [
         p for p in stored_files(root) if p.name == "model.pkl" and "attempt-" in str(p)
     ]
@@ -92,6 +97,6 @@ def test_a_persistent_store_fault_errors_only_its_classifier(
     assert classifiers[1].model_location is None
     assert Counter(c.status for c in classifiers.values())[ClassifierStatus.COMPLETE] == 2
     assert not stored_files(root / f"datarun-{datarun_id}" / "classifier-1")
-    assert stored_files(root) == expected_files(classifiers.values(), summary)
+    assert stored_files(root) == expected_files(classifiers.values(), summary, sqlite_hub)
     assert summary["classifiers"] == {"complete": 2, "errored": 1}
     assert sqlite_hub.get_datarun(datarun_id).status == DatarunStatus.COMPLETE
