@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import update
@@ -636,3 +637,29 @@ def test_worker_processes_on_mariadb_keep_the_budget(
         check_shared_datarun(hub, datarun_id, 9, results)
     finally:
         hub.close()
+
+
+def test_a_seeded_datarun_repeats_its_search(sqlite_hub: ModelHub, pollution_path: str) -> None:
+    """The same data, options and seed: the same configurations in the same order (baytune's
+    draws come from numpy's global generator, seeded per proposal and restored after it)."""
+
+    def searched(datarun_id: int) -> list[tuple[int, str]]:
+        partitions = {hp.id: i for i, hp in enumerate(sqlite_hub.hyperpartitions(datarun_id))}
+        return [
+            (partitions[c.hyperpartition_id], json.dumps(c.hyperparameters_values, sort_keys=True))
+            for c in sqlite_hub.classifiers(datarun_id)
+        ]
+
+    runs = []
+    for seed in (0, 0, 1):
+        datarun_id = enter(sqlite_hub, pollution_path, methods=["logreg", "dt", "knn"], budget=12,
+                           seed=seed)  # fmt: skip
+        Driver(sqlite_hub, datarun_ids=[datarun_id]).run()
+        runs.append(searched(datarun_id))
+    assert len(runs[0]) == 12 and runs[0] == runs[1]
+    assert runs[2] != runs[0]  # another seed, another search
+    state = np.random.get_state()[1][:4].tolist()
+    Driver(
+        sqlite_hub, datarun_ids=[enter(sqlite_hub, pollution_path, methods=["dt"], budget=2)]
+    ).run()
+    assert np.random.get_state()[1][:4].tolist() == state  # left as it was

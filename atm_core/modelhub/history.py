@@ -51,6 +51,7 @@ def search_config(datarun: Datarun) -> SearchConfig:
         r_minimum=datarun.r_minimum,
         gridding=datarun.gridding,
         warm_start=datarun.warm_start,
+        seed=datarun.seed,
     )
 
 

@@ -36,6 +36,7 @@ class SearchConfig:
     r_minimum: int = 2
     gridding: int = 0
     warm_start: bool = False
+    seed: int | None = None  # the datarun's: proposals repeat for the same history
 
 
 @dataclass
@@ -66,7 +67,24 @@ class ProposalOutcome:
 
 
 def propose(partitions: list[Partition], config: SearchConfig) -> ProposalOutcome:
-    """Select a partition and tune it; ``proposal`` is None when every partition is exhausted."""
+    """Select a partition and tune it; ``proposal`` is None when every partition is exhausted.
+
+    baytune's selectors and tuners draw from numpy's global generator: with a ``seed`` it is
+    seeded from the seed and the history's size for this call and restored after it, so a
+    datarun's proposals repeat run after run (one worker) without touching anyone else's draws.
+    """
+    if config.seed is None:
+        return _propose(partitions, config)
+    taken = sum(len(p.trials) for p in partitions)
+    state = np.random.get_state()
+    np.random.seed((config.seed, taken))
+    try:
+        return _propose(partitions, config)
+    finally:
+        np.random.set_state(state)
+
+
+def _propose(partitions: list[Partition], config: SearchConfig) -> ProposalOutcome:
     spaces = {p.id: TuningSpace(p.spec.tunables, config.gridding) for p in partitions}
     exhausted = [
         p.id for p in partitions if _distinct_tried(p, spaces[p.id]) >= spaces[p.id].cardinality
