@@ -443,4 +443,4 @@ def end_reason(hub: ModelHub, datarun: Datarun) -> str:
         return "the deadline has passed"
     if datarun.budget_type == BudgetType.WALLTIME:
         return "walltime budget has run out"
-    return "the deadline has passed"
+    return "classifier budget has run out"
