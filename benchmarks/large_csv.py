@@ -23,15 +23,14 @@ import argparse
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from process_memory import MemorySampler
 from rich.console import Console
 from rich.table import Table
 
@@ -83,47 +82,6 @@ def generate(path: Path, rows: int, seed: int = 0) -> None:
     temporary.rename(path)
 
 
-class MemorySampler:
-    """Samples a process every 0.1 s: its VmHWM, and its RSS plus its children's USS."""
-
-    def __init__(self, pid: int) -> None:
-        import psutil
-
-        self.process = psutil.Process(pid)
-        self.status = Path(f"/proc/{pid}/status")
-        self.peaks = {"hwm_mb": 0.0, "tree_mb": 0.0, "children_uss_mb": 0.0}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> None:
-        import psutil
-
-        while not self._stop.wait(0.1):
-            try:
-                hwm = int(re.search(r"VmHWM:\s+(\d+) kB", self.status.read_text())[1]) * 1024
-                rss = self.process.memory_info().rss
-                children = self.process.children(recursive=True)
-            except (psutil.Error, OSError, TypeError):
-                continue
-            uss = 0
-            for child in children:
-                try:
-                    uss += child.memory_full_info().uss
-                except psutil.Error:
-                    continue
-            peaks = self.peaks
-            peaks["hwm_mb"] = max(peaks["hwm_mb"], hwm / MB)
-            peaks["children_uss_mb"] = max(peaks["children_uss_mb"], uss / MB)
-            peaks["tree_mb"] = max(peaks["tree_mb"], (rss + uss) / MB)
-
-    def stop(self) -> dict[str, float]:
-        self._stop.set()
-        self._thread.join()
-        self.peaks["peak_mb"] = max(self.peaks["hwm_mb"], self.peaks["tree_mb"])
-        return self.peaks
-
-
 def measure(command: list[str], env: dict[str, str], cwd: Path, log: Path) -> dict[str, float]:
     """Run ``python -m atm_core.cli COMMAND``: wall seconds, CPU seconds, memory peaks."""
     started = time.perf_counter()
@@ -138,7 +96,13 @@ def measure(command: list[str], env: dict[str, str], cwd: Path, log: Path) -> di
         sampler = MemorySampler(process.pid)
         _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
-    peaks = sampler.stop()
+    sampled = sampler.stop()
+    peaks = {
+        "hwm_mb": sampled["worker_hwm_mb"],
+        "tree_mb": sampled["tree_mb"],
+        "children_uss_mb": sampled["children_uss_mb"],
+        "peak_mb": max(sampled["worker_hwm_mb"], sampled["tree_mb"]),
+    }
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise SystemExit(f"{' '.join(command)} exited {code}; see {log}")
