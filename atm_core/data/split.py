@@ -181,11 +181,7 @@ def read_registered(
     :mod:`atm_core.data.parsed_cache`, also for what a changed file means then).
     """
     tables = None
-    parts = (
-        None
-        if store is None
-        else _open_parsed(store, expected_hash, train_path, test_path, class_column)
-    )
+    parts = _open_parsed(store, expected_hash, train_path, test_path, class_column)
     if parts is not None:
         try:
             tables = (
@@ -235,7 +231,7 @@ def _read_files(
 
 
 def _open_parsed(
-    store: ArtifactStore,
+    store: ArtifactStore | None,
     expected_hash: str,
     train_path: str,
     test_path: str | None,
@@ -243,7 +239,9 @@ def _open_parsed(
 ) -> tuple[ParsedPart, ParsedPart | None] | None:
     """The dataset's parsed copy when the store holds all of it, of this content, and the
     files still have the fingerprints they had when it was parsed; a missing file raises
-    ``DataError`` as reading it would."""
+    ``DataError`` as reading it would. None without a ``store``."""
+    if store is None:
+        return None
     train = open_parsed(store, expected_hash, "train")
     test = open_parsed(store, expected_hash, "test") if test_path and train else None
     parts = (train, test)
@@ -328,11 +326,7 @@ def load_train_test(
     column at a time: the split is made from the labels, then each column is read and split
     in turn, so the whole frame never exists next to its parts.
     """
-    parts = (
-        None
-        if store is None
-        else _open_parsed(store, expected_hash, train_path, test_path, class_column)
-    )
+    parts = _open_parsed(store, expected_hash, train_path, test_path, class_column)
     if parts is not None:
         try:
             train = _LabelledColumns(parts[0], class_column)
