@@ -17,8 +17,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from atm_core.errors import ConfigError
 
 ENV_PREFIX = "ATM_"
@@ -145,6 +143,8 @@ def _from_environment() -> dict[str, str]:
 
 def _from_yaml(path: Path) -> dict[str, Any]:
     """A config file must be YAML holding a mapping; refuse anything else in one line."""
+    import yaml  # only with a config file: most commands never read one
+
     try:
         document = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
