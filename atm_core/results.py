@@ -17,8 +17,8 @@ from atm_core.data.dataset import FeatureSchema
 from atm_core.data.split import HOLDOUT_SHARE, load_all_rows
 from atm_core.ensemble import CANDIDATES, EnsembleModel, select
 from atm_core.errors import NotFoundError
-from atm_core.evaluation import resolve_metric
 from atm_core.isolation import ChildFailed, TimeLimitExceeded, fit_threads, run_isolated
+from atm_core.metric_names import resolve_metric
 from atm_core.modelhub.claims import time_limit
 from atm_core.modelhub.hub import ModelHub
 from atm_core.modelhub.models import Classifier, Datarun, DatarunStatus, Ensemble, utcnow
