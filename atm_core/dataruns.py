@@ -19,20 +19,14 @@ from atm_core.data.loading import Table
 from atm_core.data.parsed_cache import keep_parsed
 from atm_core.data.split import split_rows
 from atm_core.errors import ATMError, ConfigError
-from atm_core.evaluation import (
-    BINARY_METRICS,
-    MULTICLASS_ALIASES,
-    MULTICLASS_METRICS,
-    resolve_metric,
-)
+from atm_core.metric_names import ALL_METRICS, resolve_metric
 from atm_core.modelhub.hub import ModelHub
 from atm_core.modelhub.models import Datarun, utcnow
 from atm_core.options import DatarunRequest
 from atm_core.rungs import top_rung
 from atm_core.search.catalogue import Method, load_method
 from atm_core.search.hyperpartitions import HyperpartitionSpec, enumerate_hyperpartitions
-from atm_core.search.selectors import resolve_selector
-from atm_core.search.tuners import resolve_tuner
+from atm_core.search.strategies import check_selector, check_tuner
 
 __all__ = ["DatarunRequest", "EnteredData", "Ingested", "check_request", "enter_data"]
 
@@ -42,7 +36,6 @@ __all__ = ["DatarunRequest", "EnteredData", "Ingested", "check_request", "enter_
 PORTFOLIO = ("hgb", "rf", "logreg", "et")
 SMALL_DATA_PORTFOLIO = ("knn", "svm", "mlp")
 SMALL_DATA_ROWS = 10_000
-ALL_METRICS = sorted({*BINARY_METRICS, *MULTICLASS_METRICS, *MULTICLASS_ALIASES})
 
 
 @dataclass
@@ -85,9 +78,9 @@ def validate_options(request: DatarunRequest) -> tuple[dict[str, Any], list[Meth
         if duplicated:
             found.append(f"method '{duplicated[0]}' is given twice")
     if isinstance(request.selector, str):
-        _collect(found, lambda: resolve_selector(request.selector))
+        _collect(found, lambda: check_selector(request.selector))
     if isinstance(request.tuner, str):
-        _collect(found, lambda: resolve_tuner(request.tuner))
+        _collect(found, lambda: check_tuner(request.tuner))
     if isinstance(request.budget, int | float) and not isinstance(request.budget, bool):
         if request.budget_type == "walltime" and not request.budget > 0:
             found.append(f"budget must be more than 0 minutes, got {request.budget:g}")

@@ -276,6 +276,14 @@ class CalibratedClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             )
         return self.calibrate(decisions, y, estimator=estimator)
 
+    def plain_fit_cost(self) -> float:
+        """What :meth:`fit` without ``decisions`` costs, in fits of the estimator on all its
+        rows (fit time taken as proportional to rows): that fit, and the cross-validation's
+        ``cv`` fits on ``(cv - 1) / cv`` of the rows each. (Fewer folds when a class has fewer
+        than ``cv`` rows: an overestimate there.) The search's fits cost 1 (see the class)."""
+        folds = max(2, self.cv)
+        return 1.0 + folds * (folds - 1) / folds
+
     def calibrate(self, decisions, y, estimator=None):
         """Fit the maps on ``decisions``, held-out decision values of rows whose classes are
         ``y``. ``estimator``: the fitted model to wrap (the ``estimator`` parameter's

@@ -28,39 +28,11 @@ from sklearn.pipeline import Pipeline
 from atm_core.data.split import TrainTest
 from atm_core.errors import ConfigError
 from atm_core.estimators import CalibratedClassifier
+from atm_core.metric_names import BINARY_METRICS, MULTICLASS_METRICS
 
-BINARY_METRICS = ("accuracy", "cohen_kappa", "f1", "roc_auc", "ap", "mcc")
-MULTICLASS_METRICS = (
-    "accuracy",
-    "rank_accuracy",
-    "cohen_kappa",
-    "f1_micro",
-    "f1_macro",
-    "roc_auc_micro",
-    "roc_auc_macro",
-)
-MULTICLASS_ALIASES = {"f1": "f1_macro", "roc_auc": "roc_auc_macro"}
 SCORE_TARGETS = ("cv", "test", "mu_sigma")
 RANK_FRACTION = 0.33
 PREDICT_ROWS = 65_536  # rows a fitted model answers for at a time
-
-
-def resolve_metric(metric: str, k_classes: int) -> str:
-    """The metric actually computed for a problem with ``k_classes`` classes."""
-    if k_classes <= 2:
-        if metric in BINARY_METRICS:
-            return metric
-        raise ConfigError(
-            f"metric '{metric}' is not valid for a binary problem: "
-            f"use one of {', '.join(BINARY_METRICS)}"
-        )
-    metric = MULTICLASS_ALIASES.get(metric, metric)
-    if metric in MULTICLASS_METRICS:
-        return metric
-    allowed = ", ".join([*MULTICLASS_METRICS, *MULTICLASS_ALIASES])
-    raise ConfigError(
-        f"metric '{metric}' is not valid for a {k_classes}-class problem: use one of {allowed}"
-    )
 
 
 def silence_fit_warnings() -> None:

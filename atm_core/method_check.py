@@ -20,8 +20,9 @@ from sklearn.base import clone
 from atm_core.artifacts import serialize_model
 from atm_core.data.dataset import inspect_dataset
 from atm_core.data.split import split_frames
-from atm_core.evaluation import Evaluation, evaluate, resolve_metric, silence_fit_warnings
+from atm_core.evaluation import Evaluation, evaluate, silence_fit_warnings
 from atm_core.isolation import ChildFailed, TimeLimitExceeded, run_isolated
+from atm_core.metric_names import resolve_metric
 from atm_core.pipeline import build_pipeline
 from atm_core.search.catalogue import load_method
 from atm_core.search.hyperpartitions import enumerate_hyperpartitions

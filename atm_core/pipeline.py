@@ -142,6 +142,14 @@ def build_pipeline(
     return Pipeline(steps)
 
 
+def refit_cost(model: Pipeline) -> float:
+    """A plain ``fit`` of ``model`` in fits of the kind the search times (one fit of its
+    estimator): 1, or more when a :class:`CalibratedClassifier` wraps it, whose plain fit
+    cross-validates for its maps where the search gave it held-out decision values."""
+    last = model.steps[-1][1]
+    return last.plain_fit_cost() if isinstance(last, CalibratedClassifier) else 1.0
+
+
 def needs_calibration(estimator: Any) -> bool:
     """A classifier that ranks (``decision_function``) but gives no probabilities: SVC without
     ``probability=True``, SGDClassifier with a hinge or squared hinge loss (pa, sgd)."""

@@ -8,7 +8,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -17,13 +17,16 @@ from atm_core.data.dataset import FeatureSchema
 from atm_core.data.split import HOLDOUT_SHARE, load_all_rows
 from atm_core.ensemble import CANDIDATES, EnsembleModel, select
 from atm_core.errors import NotFoundError
-from atm_core.evaluation import resolve_metric
 from atm_core.isolation import ChildFailed, TimeLimitExceeded, fit_threads, run_isolated
+from atm_core.metric_names import resolve_metric
 from atm_core.modelhub.claims import time_limit
 from atm_core.modelhub.hub import ModelHub
 from atm_core.modelhub.models import Classifier, Datarun, DatarunStatus, Ensemble, utcnow
 from atm_core.modelhub.reads import judgment
-from atm_core.pipeline import build_pipeline
+from atm_core.pipeline import build_pipeline, refit_cost
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -227,16 +230,19 @@ def refit_ensemble(
 
 def refit_seconds(hub: ModelHub, classifier: Classifier, datarun: Datarun) -> float:
     """A classifier's refit time on all labelled rows, estimated from its stored model's fit
-    (on the training part, or on its fit share under a holdout), scaled by rows."""
+    (on the training part, or on its fit share under a holdout), scaled by rows, times the
+    fits a refit makes for one of the search (a calibrated model's refit cross-validates for
+    its maps: :func:`~atm_core.pipeline.refit_cost`)."""
+    fits = refit_cost(_template(hub, classifier, datarun))
     if classifier.fit_seconds is not None and classifier.fit_rows:
         rows = hub.get_dataset(datarun.dataset_id).n_examples
-        return classifier.fit_seconds * rows / classifier.fit_rows
+        return fits * classifier.fit_seconds * rows / classifier.fit_rows
     metrics = hub.load_metrics(classifier.id)  # recorded before revision 0008
     fitted = float(metrics.loc[metrics["split"] == "test", "fit_seconds"].iloc[0])
     share = 1 - datarun.test_size
     if (metrics["split"] == "cv").sum() == 1:  # a holdout: the model saw its fit share only
         share *= 1 - HOLDOUT_SHARE
-    return fitted / share
+    return fits * fitted / share
 
 
 def _all_rows(hub: ModelHub, datarun_id: int) -> tuple[pd.DataFrame, pd.Series]:
@@ -251,17 +257,19 @@ def _all_rows(hub: ModelHub, datarun_id: int) -> tuple[pd.DataFrame, pd.Series]:
     )
 
 
-def _refitted(hub: ModelHub, classifier: Classifier, X: pd.DataFrame, y: pd.Series) -> Any:
-    partition = hub.get_hyperpartition(classifier.hyperpartition_id)
-    datarun = hub.get_datarun(classifier.datarun_id)
-    dataset = hub.get_dataset(datarun.dataset_id)
-    model = build_pipeline(
-        partition.estimator_class,
+def _template(hub: ModelHub, classifier: Classifier, datarun: Datarun) -> Pipeline:
+    """The classifier's configuration as an unfitted pipeline, as its refit fits it."""
+    return build_pipeline(
+        hub.get_hyperpartition(classifier.hyperpartition_id).estimator_class,
         classifier.hyperparameters_values,
-        FeatureSchema.from_json(dataset.feature_schema),
+        FeatureSchema.from_json(hub.get_dataset(datarun.dataset_id).feature_schema),
         random_state=datarun.seed,
         n_jobs=hub.settings.threads,
     )
+
+
+def _refitted(hub: ModelHub, classifier: Classifier, X: pd.DataFrame, y: pd.Series) -> Any:
+    model = _template(hub, classifier, hub.get_datarun(classifier.datarun_id))
     with fit_threads(hub.settings.threads):
         return model.fit(X, y)
 
@@ -302,8 +310,6 @@ def refit_final_models(hub: ModelHub, datarun_id: int) -> list[int]:
     todo = [c for c in final_candidates(hub, datarun_id) if c.final_model_location is None]
     if not datarun.refit or not todo:
         return []
-    dataset = hub.get_dataset(datarun.dataset_id)
-    schema = FeatureSchema.from_json(dataset.feature_schema)
     X, y = _all_rows(hub, datarun_id)
     end = time_limit(datarun)
     done = []
@@ -312,13 +318,7 @@ def refit_final_models(hub: ModelHub, datarun_id: int) -> list[int]:
         if remaining is not None and refit_seconds(hub, classifier, datarun) > remaining:
             log.info("classifier %d keeps its search-time model: no time left", classifier.id)
             continue
-        template = build_pipeline(
-            hub.get_hyperpartition(classifier.hyperpartition_id).estimator_class,
-            classifier.hyperparameters_values,
-            schema,
-            random_state=datarun.seed,
-            n_jobs=hub.settings.threads,
-        )
+        template = _template(hub, classifier, datarun)
         try:  # in a fit process (no database in it): stopped at the datarun's end
             blob = run_isolated(partial(_fitted_blob, template, X, y, hub.settings.threads),
                                 remaining)  # fmt: skip

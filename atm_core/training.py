@@ -24,10 +24,11 @@ from atm_core.data.dataset import FeatureSchema
 from atm_core.data.split import TrainTest, load_train_test
 from atm_core.ensemble import CANDIDATES
 from atm_core.errors import DataError, DataUnavailable
-from atm_core.evaluation import Evaluation, evaluate, resolve_metric, silence_fit_warnings
+from atm_core.evaluation import Evaluation, evaluate, silence_fit_warnings
 from atm_core.fidelity import at_rung
 from atm_core.isolation import ChildFailed, FitCall, FitProcess, TimeLimitExceeded
 from atm_core.memory import configure_allocators, give_back
+from atm_core.metric_names import resolve_metric
 from atm_core.modelhub.claims import Claim, Outcome, time_limit
 from atm_core.modelhub.hub import DATABASE_ERRORS, ModelHub
 from atm_core.modelhub.models import (

@@ -973,7 +973,8 @@ def child_loop(spec: dict[str, Any]) -> dict[str, Any]:
     from atm_core.artifacts import serialize_model
     from atm_core.data.dataset import FeatureSchema
     from atm_core.data.split import load_train_test
-    from atm_core.evaluation import evaluate, resolve_metric, silence_fit_warnings
+    from atm_core.evaluation import evaluate, silence_fit_warnings
+    from atm_core.metric_names import resolve_metric
     from atm_core.modelhub import ModelHub
     from atm_core.pipeline import build_pipeline
     from atm_core.settings import load_settings

@@ -8,6 +8,7 @@ as whole processes, what a user waits for before the search begins:
 
 * ``enter_data + worker``: ``atm enter_data`` run to its end, then ``atm worker`` launched;
   the figure runs from the first launch to the first classifier's ``start_time``.
+* ``enter_data``: ``atm enter_data`` alone, from its launch to its end.
 * ``ATM().run()``: one ``python -c`` process calling ``ATM(...).run(...)``.
 * ``atm run``: the flow on an embedded Prefect (its temporary server's start included).
 
@@ -77,6 +78,10 @@ def measure(kind: str, csv: Path, folder: Path) -> float:
     options = ["--train-path", str(csv), "--class-column", "label", "--methods", "dt",
                "--budget", "2"]  # fmt: skip
     began = time.time()
+    if kind == "enter_data":
+        subprocess.run([BIN / "atm", "enter_data", *env_flags, *options], check=True,
+                       capture_output=True)  # fmt: skip
+        return time.time() - began
     if kind == "enter_data + worker":
         subprocess.run([BIN / "atm", "enter_data", *env_flags, *options], check=True,
                        capture_output=True)  # fmt: skip
@@ -107,8 +112,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rows", type=int, default=12_000, help="about 1 MB")
-    parser.add_argument("--kinds", nargs="+",
-                        default=["enter_data + worker", "ATM().run()", "atm run"])  # fmt: skip
+    parser.add_argument("--kinds", nargs="+", default=[
+        "enter_data", "enter_data + worker", "ATM().run()", "atm run"])  # fmt: skip
     args = parser.parse_args()
     console = Console()
     with tempfile.TemporaryDirectory(prefix="atm-startup-") as scratch:
@@ -121,7 +126,8 @@ def main() -> None:
         for kind in args.kinds:
             seconds = []
             for repeat in range(args.repeats):
-                folder = Path(scratch) / f"{kind.split()[0].strip('()')}-{repeat}"
+                slug = "".join(c if c.isalnum() else "_" for c in kind)
+                folder = Path(scratch) / f"{slug}-{repeat}"
                 folder.mkdir()
                 seconds.append(measure(kind, csv, folder))
             table.add_row(kind, f"{statistics.median(seconds):.2f}",

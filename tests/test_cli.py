@@ -288,6 +288,34 @@ def test_reading_commands_import_no_data_or_orchestration_stack(
     assert run_python(code).strip() == "[]"
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--methods", "dt", "knn", "--selector", "ucb1", "--tuner", "gp_ei"],
+        [],  # the default portfolio
+        ["--methods", "nosuchmethod", "--tuner", "nosuchtuner", "--budget", "0"],  # refused
+    ],
+    ids=["named", "default", "refused"],
+)
+def test_enter_data_imports_no_scikit_learn_baytune_or_prefect(
+    sqlite_url: str, tmp_path: Path, pollution_path: str, options: list[str]
+) -> None:
+    """`atm enter_data` checks names (methods, selector, tuner, metric) from plain data and
+    splits with numpy: its start-up is the data stack's (pandas, pyarrow) and SQLAlchemy's."""
+    code = f"""
+        import io, contextlib, sys
+        from atm_core.cli import main
+        argv = ["enter_data", "--train-path", {pollution_path!r}, *{options!r},
+            "--database-url", {sqlite_url!r}, "--artifact-root", {str(tmp_path / "a")!r}]
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            code = main(argv)
+        heavy = ("sklearn", "scipy", "prefect", "baytune", "joblib")
+        print(code, sorted({{m.split(".")[0] for m in sys.modules}} & set(heavy)))
+    """
+    refused = "nosuchmethod" in options
+    assert run_python(code).strip() == f"{2 if refused else 0} []"
+
+
 def test_predict_prints_one_label_per_row(
     atm: Run, hub: ModelHub, trained: int, pollution_path: str, tmp_path: Path
 ) -> None:

@@ -28,15 +28,8 @@ from sklearn.svm import SVC
 from atm_core.data.dataset import inspect_dataset
 from atm_core.data.split import TrainTest, split_frames
 from atm_core.errors import ConfigError
-from atm_core.evaluation import (
-    BINARY_METRICS,
-    MULTICLASS_METRICS,
-    class_scores,
-    compute_metrics,
-    evaluate,
-    metric_value,
-    resolve_metric,
-)
+from atm_core.evaluation import class_scores, compute_metrics, evaluate, metric_value
+from atm_core.metric_names import BINARY_METRICS, MULTICLASS_METRICS, resolve_metric
 from atm_core.pipeline import build_pipeline
 
 LOGREG = "sklearn.linear_model.LogisticRegression"

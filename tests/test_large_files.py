@@ -236,11 +236,16 @@ def test_reading_a_large_file_shows_progress_on_the_console_it_is_given(
 # -- the split ------------------------------------------------------------------------------
 def test_stratified_rows_are_the_rows_train_test_split_picks() -> None:
     rng = np.random.default_rng(11)
-    for _ in range(150):
-        n, k = int(rng.integers(20, 2000)), int(rng.integers(2, 7))
+    for _ in range(200):
+        n, k = int(rng.integers(8, 2000)), int(rng.integers(2, 7))
         labels = np.array([f"c{v}" for v in rng.choice(k, n, p=rng.dirichlet(np.ones(k)))])
         seed = int(rng.integers(0, 1000))
-        size = {"test_size": 0.3} if rng.random() < 0.5 else {"train_size": n // 3}
+        size = [  # fractions and counts of either part (restated from scikit-learn: tested)
+            {"test_size": 0.3},
+            {"train_size": n // 3},
+            {"train_size": 0.55, "test_size": 0.2},
+            {"test_size": int(rng.integers(1, 40))},
+        ][int(rng.integers(0, 4))]
         try:
             expected = train_test_split(np.arange(n), random_state=seed, stratify=labels, **size)
         except ValueError:

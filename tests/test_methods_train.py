@@ -29,7 +29,8 @@ from threadpoolctl import threadpool_limits
 from atm_core import cli
 from atm_core.data.dataset import inspect_dataset
 from atm_core.data.split import TrainTest, split_frames
-from atm_core.evaluation import evaluate, resolve_metric
+from atm_core.evaluation import evaluate
+from atm_core.metric_names import resolve_metric
 from atm_core.pipeline import build_pipeline
 from atm_core.search.catalogue import builtin_methods, load_method
 from atm_core.search.hyperpartitions import enumerate_hyperpartitions

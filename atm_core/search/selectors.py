@@ -18,8 +18,8 @@ from baytune.selection import (
 from baytune.selection import RecentKReward as _RecentKReward
 from baytune.selection.selector import Selector
 
-from atm_core.errors import SearchError
 from atm_core.search.plugins import is_custom, load_class
+from atm_core.search.strategies import SELECTOR_NAMES, unknown_selector
 
 
 class RecentKReward(_RecentKReward):
@@ -45,6 +45,7 @@ SELECTORS: dict[str, type[Selector]] = {
     "recentkvel": RecentKVelocity,
     "hieralg": HierarchicalByAlgorithm,
 }
+assert tuple(SELECTORS) == SELECTOR_NAMES  # the names enter_data checks without baytune
 
 
 def resolve_selector(name: str) -> type[Selector]:
@@ -54,10 +55,7 @@ def resolve_selector(name: str) -> type[Selector]:
     try:
         return SELECTORS[name]
     except KeyError:
-        raise SearchError(
-            f"unknown selector '{name}': use one of {', '.join(SELECTORS)} "
-            "or path/to/file.py:ClassName"
-        ) from None
+        raise unknown_selector(name) from None
 
 
 def make_selector(

@@ -9,8 +9,8 @@ import numpy as np
 from baytune.tuning import GCPTuner, GPEiTuner, GPTuner, Tunable, UniformTuner
 from baytune.tuning.tuners.base import BaseTuner
 
-from atm_core.errors import SearchError
 from atm_core.search.plugins import is_custom, load_class
+from atm_core.search.strategies import TUNER_NAMES, unknown_tuner
 
 
 class GPEiVelocityTuner(GPEiTuner):
@@ -40,6 +40,7 @@ TUNERS: dict[str, type[BaseTuner]] = {
     "gcp": GCPTuner,
     "gp_eivel": GPEiVelocityTuner,
 }
+assert tuple(TUNERS) == TUNER_NAMES  # the names enter_data checks without baytune
 
 
 def resolve_tuner(name: str) -> type[BaseTuner]:
@@ -49,9 +50,7 @@ def resolve_tuner(name: str) -> type[BaseTuner]:
     try:
         return TUNERS[name]
     except KeyError:
-        raise SearchError(
-            f"unknown tuner '{name}': use one of {', '.join(TUNERS)} or path/to/file.py:ClassName"
-        ) from None
+        raise unknown_tuner(name) from None
 
 
 def make_tuner(name: str, tunable: Tunable, r_minimum: int) -> BaseTuner:
