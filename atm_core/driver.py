@@ -195,6 +195,8 @@ class LocalExecution(Execution):
         return handle.result()  # type: ignore[attr-defined]
 
     def finalize(self, datarun_id: int) -> None:
+        self.cache.clear()  # nothing is in flight: the refit gets the memory the search had
+        close_fit_process()
         results.finalize(self.hub, datarun_id)
 
     def close(self) -> None:

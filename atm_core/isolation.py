@@ -74,12 +74,14 @@ def fit_threads(threads: int | None) -> Iterator[None]:
         yield
 
 
-def run_isolated(call: Callable[[], T], seconds: float | None) -> T:
+def run_isolated(call: Callable[[], T], seconds: float | None, *, fork: bool = False) -> T:
     """``call()`` in a child forked for it alone, stopped after ``seconds``; in-process when
-    None. The closure is inherited by the fork, so it need not be picklable."""
+    None, unless ``fork`` (the call's memory then leaves with the child: a final refit's
+    design matrix does not stay in a worker's heap). The closure is inherited by the fork, so
+    it need not be picklable."""
     process = FitProcess()
     try:
-        return process.run(_invoke, (), call, seconds)
+        return process.run(_invoke, (), call, seconds, fork=fork)
     finally:
         process.close()
 
@@ -113,8 +115,12 @@ class FitProcess:
         context: object,
         seconds: float | None,
         threads: int | None = None,
+        *,
+        fork: bool = False,
     ) -> T:
-        if seconds is None:
+        """``function(context, *args)`` in the child, stopped after ``seconds``; in this
+        process when None, unless ``fork``."""
+        if seconds is None and not fork:
             with fit_threads(threads):
                 return function(context, *args)
         child = self._child
@@ -179,7 +185,9 @@ class _Child:
         except ChildProcessError:
             return False
 
-    def call(self, function: Callable[..., T], args: tuple, threads: int | None, seconds: float):
+    def call(
+        self, function: Callable[..., T], args: tuple, threads: int | None, seconds: float | None
+    ):
         self.calls += 1
         message: bytearray | None = None
         try:
