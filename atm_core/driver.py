@@ -15,7 +15,6 @@ any task runner Prefect has (threads, Dask).
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import logging
 import time
@@ -49,10 +48,11 @@ from atm_core.training import (
     INFRASTRUCTURE_ERRORS,
     DataCache,
     Stopwatch,
+    Training,
     close_fit_process,
     is_infrastructure_error,
     record_failure,
-    train_classifier,
+    start_training,
 )
 
 PROPOSAL_ATTEMPTS = 5
@@ -144,6 +144,8 @@ def next_claim(
 class Execution(ABC):
     """Where a driver's classifiers train and its completed dataruns are finalized."""
 
+    lookahead: int = 0  # claims it takes beyond the driver's n_parallel (queued, see Local...)
+
     @abstractmethod
     def submit(self, claim: Claim) -> Hashable:
         """Start training the claimed classifier; a handle to wait for."""
@@ -166,41 +168,71 @@ class Execution(ABC):
 
 
 class LocalExecution(Execution):
-    """Classifiers train one at a time in this process; each fit runs in the thread's fit
-    process, so that a time limit can stop it (``isolated=False``: in this process, no limit)."""
+    """Classifiers train in this process, their fits in the thread's fit process, so that a
+    time limit can stop them (``isolated=False``: in this process, no limit).
+
+    One claim more than the driver's ``n_parallel`` waits queued in the fit process: it starts
+    the moment the fit before it ends, while this process stores and records that one and
+    proposes the next, so bookkeeping costs no fitting time.
+    """
 
     def __init__(self, hub: ModelHub, reporter: Reporter, isolated: bool = True) -> None:
         self.hub = hub
         self.reporter = reporter
         self.isolated = isolated
+        self.lookahead = 1 if isolated else 0
         self.cache = DataCache()
+        self._queue: list[_Queued] = []  # in the order the fit process runs them
 
     def submit(self, claim: Claim) -> Hashable:
-        future: concurrent.futures.Future[ClassifierResult] = concurrent.futures.Future()
+        queued = _Queued()
         try:
-            result = train_classifier(
-                self.hub, claim, self.cache, self.reporter, isolated=self.isolated
-            )
+            queued.training = start_training(self.hub, claim, self.cache, isolated=self.isolated)
         except Exception as exc:  # recorded by the driver; Ctrl+C propagates
-            future.set_exception(exc)
-        else:
-            future.set_result(result)
-        return future
+            queued.error = exc
+        self._queue.append(queued)
+        if len(self._queue) == 1:
+            queued.announce(self.reporter)
+        return queued
 
     def wait(self, handles: list[Hashable]) -> Hashable:
-        done, _ = concurrent.futures.wait(handles, return_when=concurrent.futures.FIRST_COMPLETED)
-        return next(iter(done))
+        """The oldest of ``handles``: the fit process answers in order."""
+        head = next(q for q in self._queue if q in handles)
+        head.announce(self.reporter)  # its fit has started by now
+        return head
 
     def outcome(self, handle: Hashable) -> ClassifierResult:
-        return handle.result()  # type: ignore[attr-defined]
+        assert isinstance(handle, _Queued)
+        self._queue.remove(handle)
+        if handle.error is not None:
+            raise handle.error
+        assert handle.training is not None
+        return handle.training.finish()
 
     def finalize(self, datarun_id: int) -> None:
-        self.cache.clear()  # nothing is in flight: the refit gets the memory the search had
-        close_fit_process()
+        if not self._queue:  # nothing in flight: the refit gets the memory the search had
+            self.cache.clear()
+            close_fit_process()
         results.finalize(self.hub, datarun_id)
 
     def close(self) -> None:
+        for queued in self._queue:  # interrupted: their claims are released by the driver
+            if queued.training is not None:
+                queued.training.stop()
+        self._queue.clear()
         close_fit_process()
+
+
+class _Queued:
+    """A claim handed to :class:`LocalExecution`: its training, or why it could not start."""
+
+    def __init__(self) -> None:
+        self.training: Training | None = None
+        self.error: Exception | None = None
+
+    def announce(self, reporter: Reporter) -> None:
+        if self.training is not None:
+            self.training.announce(reporter)
 
 
 @dataclass
@@ -271,7 +303,7 @@ class Driver:
         if not stopping:
             for datarun in dataruns:
                 self._fill(datarun)
-                if len(self._in_flight) >= self.n_parallel:
+                if len(self._in_flight) >= self._capacity():
                     break
         if self._in_flight:
             self._collect(self.execution.wait(list(self._in_flight)))  # type: ignore[union-attr]
@@ -296,7 +328,7 @@ class Driver:
                 self._skip(datarun.id, refused)
                 return
             self.reporter.datarun_started(datarun, self.hub.get_dataset(datarun.dataset_id))
-        while len(self._in_flight) < self.n_parallel:
+        while len(self._in_flight) < self._capacity():
             clock = Stopwatch()
             claim = next_claim(self.hub, datarun, clock)
             if claim is None:
@@ -304,6 +336,9 @@ class Driver:
                     self._finish(datarun)
                 return
             self._submit(claim, clock.laps)
+
+    def _capacity(self) -> int:
+        return self.n_parallel + self.execution.lookahead  # type: ignore[union-attr]
 
     def _submit(self, claim: Claim, laps: dict[str, float]) -> None:
         placeholder = object()  # the claim is released on Ctrl+C even while it trains here

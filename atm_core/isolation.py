@@ -24,6 +24,7 @@ import struct
 import time
 import traceback
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -90,22 +91,63 @@ def _invoke(call: Callable[[], T]) -> T:
     return call()
 
 
+class FitCall:
+    """One call handed to a :class:`FitProcess`: what it runs, its limits, and once answered,
+    its outcome (see :meth:`FitProcess.result`)."""
+
+    def __init__(
+        self,
+        function: Callable[..., object],
+        args: tuple,
+        context: object,
+        seconds: float | None,
+        threads: int | None,
+        until: float | None,
+    ) -> None:
+        self.function, self.args, self.context = function, args, context
+        self.seconds, self.threads, self.until = seconds, threads, until
+        self.sent_at = self.started_at = self.answered_at = 0.0
+        self.done = False
+        self._value: object = None
+        self._error: BaseException | None = None
+
+    def settle(self, value: object = None, error: BaseException | None = None) -> None:
+        self.done, self._value, self._error = True, value, error
+
+    def seconds_running(self) -> float:
+        """How long the child worked on it (0 when it ran in this process)."""
+        return max(self.answered_at - self.started_at, 0.0)
+
+    def outcome(self) -> object:
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 class FitProcess:
-    """A forked child that runs ``function(context, *args)`` calls one at a time.
+    """A forked child that runs ``function(context, *args)`` calls one after the other.
 
     The child is forked on the first call with a given ``context`` (the loaded data: inherited,
     never pickled) and serves later calls with the same one; ``function`` and ``args`` go to it
     pickled. A call over its limit, interrupted or killed takes the child with it, and the next
     call forks a new one; so do a new context and every ``MAX_CALLS`` calls (a long-lived child
     would keep whatever its fits fragmented). Plain ``os.fork`` rather than ``multiprocessing``:
-    it also works inside daemonic processes (Dask workers). One per thread: calls do not
-    overlap.
+    it also works inside daemonic processes (Dask workers). One per thread.
+
+    :meth:`submit` queues a call in the child's pipe and returns at once, so a caller can
+    prepare the next call, and store the last one's result, while the child fits: the child
+    starts each call the moment it has answered the one before. A call's time limit counts from
+    that moment (and never past its ``until``); when a call is stopped, the calls queued behind
+    it go to a new child.
     """
 
     MAX_CALLS = 200
+    MAX_QUEUED_BYTES = 16 << 10  # a queued request waits in the pipe's buffer (64 kB on Linux)
 
     def __init__(self) -> None:
         self._child: _Child | None = None
+        self._queue: deque[FitCall] = deque()  # sent to the child, not answered yet
+        self._answered_at = 0.0  # when the child last answered (it started the next call then)
         _LIVE.add(self)
 
     def run(
@@ -118,26 +160,102 @@ class FitProcess:
         *,
         fork: bool = False,
     ) -> T:
-        """``function(context, *args)`` in the child, stopped after ``seconds``; in this
-        process when None, unless ``fork``."""
+        """``function(context, *args)`` in the child, stopped after ``seconds`` (in this
+        process, without a limit, when None, unless ``fork``: in the child, without a limit)."""
+        call = self.submit(function, args, context, seconds, threads, fork=fork)
+        return self.result(call)  # type: ignore[return-value]
+
+    def submit(
+        self,
+        function: Callable[..., object],
+        args: tuple,
+        context: object,
+        seconds: float | None,
+        threads: int | None = None,
+        until: float | None = None,
+        *,
+        fork: bool = False,
+    ) -> FitCall:
+        """Queue a call (``until``: a ``time.monotonic()`` it may not run past); with
+        ``seconds`` None it runs here and now, without a limit, unless ``fork``."""
+        call = FitCall(function, args, context, seconds, threads, until)
         if seconds is None and not fork:
-            with fit_threads(threads):
-                return function(context, *args)
-        child = self._child
-        if child is None or child.context is not context or not child.usable(self.MAX_CALLS):
-            self.close()
-            child = self._child = _Child.fork(context)
-        try:
-            return child.call(function, args, threads, seconds)
-        finally:
-            if child.stopped:
-                self._child = None
+            try:
+                with fit_threads(threads):
+                    call.settle(function(context, *args))
+            except Exception as exc:
+                call.settle(error=exc)
+            return call
+        self._send(call)
+        return call
+
+    def result(self, call: FitCall) -> object:
+        """Wait for ``call``'s answer (the calls before it are answered first); its value, or
+        what stopped it: :class:`TimeLimitExceeded`, :class:`ChildFailed`, KeyboardInterrupt."""
+        while not call.done:
+            self._answer_next()
+        return call.outcome()
 
     def close(self) -> None:
-        """End the child and reap it (its CPU time counts as this process's children's)."""
+        """End the child and reap it (its CPU time counts as this process's children's); calls
+        still queued are dropped, unanswered."""
+        for call in self._queue:
+            call.settle(error=ChildFailed("the fit process was closed before this call ran"))
+        self._queue.clear()
         if self._child is not None:
             self._child.stop()
             self._child = None
+
+    def _send(self, call: FitCall) -> None:
+        request = pickle.dumps((call.function, call.args, call.threads), pickle.HIGHEST_PROTOCOL)
+        child = self._child
+        if (
+            child is None
+            or child.context is not call.context
+            or not child.usable(self.MAX_CALLS)
+            or len(request) > self.MAX_QUEUED_BYTES
+        ):
+            while self._queue:  # those calls belong to this child: let it answer them first
+                self._answer_next()
+            child = self._child
+        if child is None or child.context is not call.context or not child.usable(self.MAX_CALLS):
+            self.close()
+            child = self._child = _Child.fork(call.context)
+        call.sent_at = time.monotonic()
+        if not self._queue:
+            self._answered_at = call.sent_at
+        self._queue.append(call)
+        with contextlib.suppress(BrokenPipeError):  # it died: seen when its answer is awaited
+            child.send(request)
+
+    def _answer_next(self) -> None:
+        call = self._queue[0]
+        started = call.started_at = max(call.sent_at, self._answered_at)
+        deadline = started + call.seconds if call.seconds is not None else None
+        if call.until is not None:
+            deadline = call.until if deadline is None else min(deadline, call.until)
+        child = self._child
+        assert child is not None
+        try:
+            value = child.receive(deadline, None if deadline is None else deadline - started)
+        except BaseException as exc:
+            call.answered_at = time.monotonic()
+            self._queue.popleft()
+            call.settle(error=exc)
+            if not child.stopped:  # the call raised: the child goes on with the next one
+                return
+            self._child = None
+            waiting, self._queue = list(self._queue), deque()
+            if isinstance(exc, KeyboardInterrupt):
+                for queued in waiting:
+                    queued.settle(error=ChildFailed("interrupted before this call ran"))
+                raise
+            for queued in waiting:  # to a new child, their limits counted from now
+                self._send(queued)
+            return
+        self._answered_at = call.answered_at = time.monotonic()
+        self._queue.popleft()
+        call.settle(value)
 
 
 _HEADER = struct.Struct("!Q")
@@ -185,16 +303,16 @@ class _Child:
         except ChildProcessError:
             return False
 
-    def call(
-        self, function: Callable[..., T], args: tuple, threads: int | None, seconds: float | None
-    ):
+    def send(self, request: bytes) -> None:
         self.calls += 1
+        _send(self.requests, request)
+
+    def receive(self, deadline: float | None, seconds: float | None) -> object:
+        """The answer to the oldest request; the child is stopped when it is late, dead or
+        interrupted (and the matching error raised)."""
         message: bytearray | None = None
         try:
-            _send(self.requests, pickle.dumps((function, args, threads), pickle.HIGHEST_PROTOCOL))
-            message = _receive(self.replies, seconds)
-        except BrokenPipeError:
-            pass  # it died before reading the request: reported below
+            message = _receive(self.replies, deadline, seconds)
         finally:
             if message is None:  # stopped, interrupted or dead
                 exit_code = self.stop()
@@ -239,11 +357,11 @@ def _send(fd: int, message: bytes) -> None:
             view = view[os.write(fd, view) :]
 
 
-def _receive(reader: int, seconds: float | None) -> bytearray | None:
-    """One length-prefixed message (waiting ``seconds`` at most, or for ever when None); None
-    when the pipe closes before it is whole. Read into one buffer of the announced size: a
-    model's pickle is not copied on its way."""
-    deadline = None if seconds is None else time.monotonic() + seconds
+def _receive(reader: int, deadline: float | None, seconds: float | None) -> bytearray | None:
+    """One length-prefixed message (waiting until the monotonic ``deadline`` at most, then
+    raising :class:`TimeLimitExceeded` for ``seconds``; for ever when None); None when the pipe
+    closes before it is whole. Read into one buffer of the announced size: a model's pickle is
+    not copied on its way."""
     header = _read_into(reader, bytearray(_HEADER.size), deadline, seconds)
     if header is None:
         return None
@@ -285,7 +403,7 @@ def _serve(context: object, requests: int, replies: int) -> None:
             while not select.select([requests], [], [], ORPHAN_CHECK_SECONDS)[0]:
                 if os.getppid() != parent:
                     return
-            request = _receive(requests, None)
+            request = _receive(requests, None, None)
             if request is None:
                 return  # the worker let it go, or is gone
             signal.signal(signal.SIGINT, signal.default_int_handler)

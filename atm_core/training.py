@@ -26,7 +26,7 @@ from atm_core.ensemble import CANDIDATES
 from atm_core.errors import DataError, DataUnavailable
 from atm_core.evaluation import Evaluation, evaluate, resolve_metric, silence_fit_warnings
 from atm_core.fidelity import at_rung
-from atm_core.isolation import ChildFailed, FitProcess, TimeLimitExceeded
+from atm_core.isolation import ChildFailed, FitCall, FitProcess, TimeLimitExceeded
 from atm_core.memory import configure_allocators, give_back
 from atm_core.modelhub.claims import Claim, Outcome, time_limit
 from atm_core.modelhub.hub import DATABASE_ERRORS, ModelHub
@@ -38,7 +38,7 @@ from atm_core.modelhub.models import (
     ErrorKind,
     utcnow,
 )
-from atm_core.modelhub.reads import judgment
+from atm_core.modelhub.reads import ClaimContext, judgment
 from atm_core.pipeline import build_pipeline
 from atm_core.reporting import ClassifierResult, Reporter
 
@@ -95,6 +95,11 @@ class Stopwatch:
         self.laps[name] = self.laps.get(name, 0.0) + now - self._last
         self._last = now
         return self.laps
+
+    def add(self, name: str, seconds: float) -> None:
+        """Count ``seconds`` measured elsewhere as ``name``; the next lap starts now."""
+        self.laps[name] = self.laps.get(name, 0.0) + seconds
+        self._last = time.perf_counter()
 
 
 _fit_processes = threading.local()
@@ -261,7 +266,16 @@ def train_classifier(
     ``isolated``: fit in this thread's fit process, stopped at the classifier's time limit;
     otherwise in this process, without a limit. The caller reports the result.
     """
-    reporter = reporter or Reporter()
+    training = start_training(hub, claim, cache, isolated=isolated)
+    training.announce(reporter or Reporter())
+    return training.finish()
+
+
+def start_training(
+    hub: ModelHub, claim: Claim, cache: DataCache, *, isolated: bool = True
+) -> Training:
+    """Load the claimed classifier's data and hand its fit to this thread's fit process (queued
+    behind the fits already there); :meth:`Training.finish` scores, stores and records it."""
     clock = Stopwatch()
     context = hub.claim_context(claim)
     classifier, datarun, dataset = context.classifier, context.datarun, context.dataset
@@ -273,47 +287,127 @@ def train_classifier(
         status="skipped",
         score_target=datarun.score_target.value,
     )
+    training = Training(hub, claim, context, result, clock)
     if classifier.claim_token != claim.token:
         result.status = "lost"
-        return result
+        return training
     if classifier.status != ClassifierStatus.RUNNING:
         result.status = classifier.status.value  # a retry of work already recorded
-        return result
+        return training
     try:
         data = cache.get(dataset, datarun, classifier.rung, hub.store)
     except DataError as exc:  # not the model's fault: leave the datarun to a worker that can
         message = f"datarun {datarun.id}: this worker cannot read its data: {exc}"
         raise DataUnavailable(message) from None
     result.timings = clock.lap("load")
-    reporter.classifier_started(claim, result.method, result.values)
-    prefix = hub.store.classifier_prefix(datarun.id, classifier.id, claim.attempt)
-    with Heartbeat(hub, claim) as heartbeat:
+    training.loaded = True
+    training.heartbeat = Heartbeat(hub, claim).__enter__()
+    try:
+        result.metric = resolve_metric(datarun.metric, dataset.k_classes)
+        # Built here, so that the estimator's modules are imported by this process and
+        # inherited by the fit process it forks; the pipeline itself travels pickled.
+        template = build_pipeline(
+            context.partition.estimator_class,
+            result.values,
+            FeatureSchema.from_json(dataset.feature_schema),
+            random_state=datarun.seed,
+            n_jobs=hub.settings.threads,
+        )
+        seconds, until = fit_limits(datarun, claim) if isolated else (None, None)
+        training.call = training.process.submit(
+            fit_and_serialize,
+            (template, result.metric, datarun.seed),
+            data,
+            seconds,
+            hub.settings.threads,
+            until,
+        )
+        clock.lap("fit")  # building and sending it; the fit's own time is added when it ends
+    except BaseException as exc:
+        training.failed(exc)
+    return training
+
+
+def fit_limits(datarun: Datarun, claim: Claim) -> tuple[float | None, float | None]:
+    """(seconds the claimed classifier's fit may run once started, the ``time.monotonic()``
+    it may not run past: the datarun's end), see :func:`classifier_time_limit`."""
+    now = utcnow()
+    seconds = classifier_time_limit(datarun, now, claim.finish_by, claim.seconds)
+    end = time_limit(datarun)
+    if claim.finish_by is not None:
+        end = claim.finish_by if end is None else min(end, claim.finish_by)
+    if end is None:
+        return seconds, None
+    return seconds, time.monotonic() + max((end - now).total_seconds(), MIN_REMAINING)
+
+
+class Training:
+    """A claimed classifier on its way: its fit under way in the fit process (or already
+    failed, or nothing to do), with its lease kept alive until :meth:`finish`."""
+
+    def __init__(
+        self,
+        hub: ModelHub,
+        claim: Claim,
+        context: ClaimContext,
+        result: ClassifierResult,
+        clock: Stopwatch,
+    ) -> None:
+        self.hub, self.claim, self.context, self.result, self.clock = (
+            hub,
+            claim,
+            context,
+            result,
+            clock,
+        )
+        self.process = fit_process()
+        self.heartbeat: Heartbeat | None = None
+        self.call: FitCall | None = None
+        self.loaded = False
+        self.announced = False
+
+    def announce(self, reporter: Reporter) -> None:
+        """Report the classifier as started (once), when its fit starts."""
+        if self.loaded and not self.announced:
+            reporter.classifier_started(self.claim, self.result.method, self.result.values)
+        self.announced = True
+
+    def failed(self, error: BaseException) -> None:
+        """The fit could not run (or was stopped): record the classifier's error."""
+        self.stop()
+        if not isinstance(error, Exception):
+            raise error  # Ctrl+C: the driver releases the claim
+        result = self.result
+        isolated = isinstance(error, TimeLimitExceeded | ChildFailed)
+        result.error = str(error) if isolated else "".join(traceback.format_exception(error))
+        result.status = "errored" if self.hub.fail_classifier(self.claim, result.error) else "lost"
+
+    def stop(self) -> None:
+        """Stop renewing the lease (the classifier is recorded, or abandoned)."""
+        if self.heartbeat is not None:
+            self.heartbeat.__exit__()
+            self.heartbeat = None
+
+    def finish(self) -> ClassifierResult:
+        """Wait for the fit, then store the model's files and record the classifier."""
+        if self.call is None:  # nothing to fit, or it failed already
+            return self.result
+        call, self.call = self.call, None
         try:
-            result.metric = resolve_metric(datarun.metric, dataset.k_classes)
-            # Built here, so that the estimator's modules are imported by this process and
-            # inherited by the fit process it forks; the pipeline itself travels pickled.
-            template = build_pipeline(
-                context.partition.estimator_class,
-                result.values,
-                FeatureSchema.from_json(dataset.feature_schema),
-                random_state=datarun.seed,
-                n_jobs=hub.settings.threads,
-            )
-            evaluation, blob = fit_process().run(
-                fit_and_serialize,
-                (template, result.metric, datarun.seed),
-                data,
-                classifier_time_limit(datarun, finish_by=claim.finish_by, predicted=claim.seconds)
-                if isolated
-                else None,
-                hub.settings.threads,
-            )
-            clock.lap("fit")
-        except Exception as exc:
-            isolated = isinstance(exc, TimeLimitExceeded | ChildFailed)
-            result.error = str(exc) if isolated else traceback.format_exc()
-            result.status = "errored" if hub.fail_classifier(claim, result.error) else "lost"
-            return result
+            evaluation, blob = self.process.result(call)  # type: ignore[misc]
+        except BaseException as exc:
+            self.failed(exc)
+            return self.result
+        finally:
+            self.clock.add("fit", call.seconds_running())
+        try:
+            return self._record(evaluation, blob)
+        finally:
+            self.stop()
+
+    def _record(self, evaluation: Evaluation, blob: bytes) -> ClassifierResult:
+        hub, claim, clock, result = self.hub, self.claim, self.clock, self.result
+        classifier, datarun = self.context.classifier, self.context.datarun
         # Predictions only matter to a classifier that may end among the ensemble's candidates:
         # with CANDIDATES complete classifiers ahead of it already, it never will (the count
         # only grows), and its predictions.parquet (a third write) is left out.
@@ -323,6 +417,7 @@ def train_classifier(
         # ensembles are chosen among full evaluations: the rungs below store no predictions
         candidate = classifier.rung >= datarun.top_rung and standing.ahead < CANDIDATES
         predictions = evaluation.predictions if candidate else None
+        prefix = hub.store.classifier_prefix(datarun.id, classifier.id, claim.attempt)
         files = hub.store.save_classifier_files(prefix, blob, evaluation.metrics, predictions)
         clock.lap("store")
         if standing.best is not None:
@@ -342,17 +437,18 @@ def train_classifier(
             fit_seconds=evaluation.fit_seconds,
             fit_rows=evaluation.fit_rows,
         )
-        completed = not heartbeat.lost and hub.complete_classifier(claim, outcome)
+        assert self.heartbeat is not None
+        completed = not self.heartbeat.lost and hub.complete_classifier(claim, outcome)
         clock.lap("record")
-    if not completed:
-        hub.store.delete_prefix(prefix)  # another worker owns this classifier now
-        result.status = "lost"
+        if not completed:
+            hub.store.delete_prefix(prefix)  # another worker owns this classifier now
+            result.status = "lost"
+            return result
+        result.status = "complete"
+        result.cv_mean = evaluation.cv_judgment_metric
+        result.cv_stdev = evaluation.cv_judgment_metric_stdev
+        result.test = evaluation.test_judgment_metric
+        result.judgment = score
+        result.model_location = files.model.location
+        result.metrics_location = files.metrics_location
         return result
-    result.status = "complete"
-    result.cv_mean = evaluation.cv_judgment_metric
-    result.cv_stdev = evaluation.cv_judgment_metric_stdev
-    result.test = evaluation.test_judgment_metric
-    result.judgment = score
-    result.model_location = files.model.location
-    result.metrics_location = files.metrics_location
-    return result

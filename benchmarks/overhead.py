@@ -845,7 +845,7 @@ def compare_table(key: str, entry: dict[str, Any], total: int) -> Table:
 
 def phases_table(results: dict[str, Any]) -> Table:
     columns = ["dataset", "runner", "backend", "propose+reserve", "load", "fit", "store"]
-    columns += ["record", "between steps", "Prefect", "fit - loop"]
+    columns += ["record", "between steps (< 0: overlapped)", "Prefect", "fit - loop"]
     table = new_table("Where a classifier's time goes (mean ms)", columns, left=3)
     for key, entry in results["datasets"].items():
         for kind, figures in entry["backends"].items():

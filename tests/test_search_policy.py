@@ -137,6 +137,51 @@ def test_fit_process_keeps_one_child_per_dataset_and_replaces_a_stopped_one() ->
     assert process.run(_pid_rows_value, (6,), data, None)[0] == os.getpid()  # no limit
 
 
+def _sleep_then_pid(context: dict, seconds: float) -> tuple[int, float]:
+    time.sleep(seconds)
+    return os.getpid(), seconds
+
+
+def test_queued_calls_start_when_the_one_before_ends_and_outlive_a_stopped_one() -> None:
+    """A call queued behind another gets its whole limit from the moment it starts; a call
+    stopped at its limit takes its child, and the calls behind it go to a new one."""
+    from atm_core.isolation import FitProcess
+
+    process = FitProcess()
+    data = {"rows": 3}
+    try:
+        first = process.submit(_sleep_then_pid, (1.0,), data, 10)
+        second = process.submit(_sleep_then_pid, (0.6,), data, 0.9)  # 1.6 s after it was sent
+        pid = process.result(first)[0]
+        assert process.result(second) == (pid, 0.6)  # one child, in order, within its limit
+        assert second.seconds_running() == pytest.approx(0.6, abs=0.25)
+
+        slow = process.submit(_sleep_then_pid, (30,), data, 0.5)
+        behind = process.submit(_sleep_then_pid, (0.1,), data, 10)
+        with pytest.raises(TimeLimitExceeded):
+            process.result(slow)
+        replacement = process.result(behind)[0]
+        assert replacement != pid  # the stopped child's queue went to a new child
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # and the stopped one was reaped
+
+        capped = process.submit(_sleep_then_pid, (30,), data, 60, until=time.monotonic() + 0.5)
+        started = time.monotonic()
+        with pytest.raises(TimeLimitExceeded):
+            process.result(capped)  # `until` (the datarun's end) wins over a longer limit
+        assert time.monotonic() - started < 5
+
+        other = process.submit(_pid_rows_value, (1,), data, 10)
+        new_data = process.submit(_pid_rows_value, (2,), {"rows": 5}, 10)  # answers `other` first
+        assert other.done and process.result(new_data)[1] == 5
+        queued = process.submit(_sleep_then_pid, (0.1,), {"rows": 5}, 10)
+        process.close()
+        with pytest.raises(ChildFailed, match="closed before this call ran"):
+            process.result(queued)
+    finally:
+        process.close()
+
+
 def _threads_by_api(context: object) -> dict[str, set[int]]:
     from threadpoolctl import threadpool_info
 

@@ -231,6 +231,29 @@ def test_no_dataruns_returns_at_once(sqlite_hub: ModelHub) -> None:
 
 
 # -- errors ---------------------------------------------------------------------------------
+def test_the_next_classifier_fits_while_the_last_is_recorded(
+    sqlite_hub: ModelHub, pollution_path: str
+) -> None:
+    """The worker keeps one claim queued in its fit process: when a classifier is reported,
+    the next one is already claimed (and fitting), yet the console shows them one by one."""
+    datarun_id = enter(sqlite_hub, pollution_path, methods=["dt"], budget=6)
+    running_at_finish: list[int] = []
+
+    class Watching(Recorder):
+        def classifier_finished(self, result) -> None:
+            super().classifier_finished(result)
+            running_at_finish.append(sqlite_hub.running_count(datarun_id))
+
+    recorder = Watching()
+    driver = Driver(sqlite_hub, reporter=recorder).run()
+    assert [r.status for r in driver.results] == ["complete"] * 6
+    assert running_at_finish == [1, 1, 1, 1, 1, 0]  # the last one had nothing behind it
+    kinds = [e[0] for e in recorder.events if e[0] in ("classifier", "finished")]
+    assert kinds == ["classifier", "finished"] * 6
+    started = [e[1] for e in recorder.of("classifier")]
+    assert started == [e[1] for e in recorder.of("finished")]  # each reported as it starts
+
+
 def test_failing_fit_is_recorded_and_the_worker_moves_on(
     sqlite_hub: ModelHub, pollution_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -244,7 +267,9 @@ def test_failing_fit_is_recorded_and_the_worker_moves_on(
     classifiers = sqlite_hub.classifiers(datarun_id)
     failed = [c for c in classifiers if by_method[c.hyperpartition_id].method == "fails"]
     good = [c for c in classifiers if by_method[c.hyperpartition_id].method == "gnb"]
-    assert len(failed) == 4  # max_hyperpartition_errors=3: the 4th closes the partition
+    # max_hyperpartition_errors=3: the 4th closes the partition; one more may have been queued
+    # in the fit process by then (proposed before that error was recorded)
+    assert len(failed) in (4, 5)
     for classifier in failed:
         assert classifier.status == ClassifierStatus.ERRORED
         assert classifier.error_message.startswith("Traceback (most recent call last)")
@@ -256,7 +281,7 @@ def test_failing_fit_is_recorded_and_the_worker_moves_on(
         "gnb": HyperpartitionStatus.GRIDDING_DONE,
     }
     assert sqlite_hub.get_datarun(datarun_id).status == DatarunStatus.COMPLETE
-    assert sorted(e[2] for e in recorder.of("finished")) == ["complete"] + ["errored"] * 4
+    assert sorted(e[2] for e in recorder.of("finished")) == ["complete"] + ["errored"] * len(failed)
 
 
 def test_values_the_estimator_rejects_are_errors_too(
@@ -274,7 +299,8 @@ def test_values_the_estimator_rejects_are_errors_too(
     datarun_id = enter(sqlite_hub, pollution_path, methods=[str(path)], budget=10)
     Driver(sqlite_hub).run()
     classifiers = sqlite_hub.classifiers(datarun_id)
-    assert [c.status for c in classifiers] == [ClassifierStatus.ERRORED] * 4
+    assert len(classifiers) in (4, 5)  # the 4th error closes it; a 5th may be queued by then
+    assert {c.status for c in classifiers} == {ClassifierStatus.ERRORED}
     assert all("max_depth" in c.error_message for c in classifiers)
     assert sqlite_hub.get_datarun(datarun_id).status == DatarunStatus.COMPLETE
 
@@ -530,10 +556,14 @@ def test_sigkilled_worker_is_reclaimed(
             assert process.poll() is None, process.stdout.read().decode()
             assert time.monotonic() < deadline, "the worker never started a classifier"
             time.sleep(0.1)
-        [first_seen] = sqlite_hub.classifiers(datarun_id)
-        time.sleep(1.5)  # the heartbeat keeps renewing while the fit blocks
-        [held] = sqlite_hub.classifiers(datarun_id)
-        assert held.lease_expires_at > first_seen.lease_expires_at
+        while len(sqlite_hub.classifiers(datarun_id)) < 2:  # the next, queued behind it
+            assert time.monotonic() < deadline, "the worker never queued a second classifier"
+            time.sleep(0.1)
+        first_seen = sqlite_hub.classifiers(datarun_id)
+        time.sleep(1.5)  # the heartbeats keep renewing while the fit blocks
+        held = sqlite_hub.classifiers(datarun_id)
+        for before, after in zip(first_seen, held, strict=True):
+            assert after.lease_expires_at > before.lease_expires_at
         process.send_signal(signal.SIGKILL)
         assert process.wait(timeout=10) == -signal.SIGKILL
     finally:
@@ -550,7 +580,7 @@ def test_sigkilled_worker_is_reclaimed(
         survivor.close()
     classifiers = sqlite_hub.classifiers(datarun_id)
     assert [c.status for c in classifiers] == [ClassifierStatus.COMPLETE] * 2
-    assert sqlite_hub.get_classifier(held.id).attempts == 2
+    assert [sqlite_hub.get_classifier(c.id).attempts for c in held] == [2, 2]
     assert sqlite_hub.get_datarun(datarun_id).status == DatarunStatus.COMPLETE
 
 
