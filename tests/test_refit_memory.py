@@ -5,6 +5,7 @@ version gives: the same matrix, the same medians, the same model up to the solve
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -39,6 +40,7 @@ from atm_core.pipeline import (
 )
 from atm_core.results import _all_rows, final_candidates
 
+METHODS = Path(__file__).resolve().parents[1] / "atm_core" / "methods"
 LOGREG = "sklearn.linear_model.LogisticRegression"
 SCHEMA = FeatureSchema(("x0", "x1", "n"), ("colour", "city"))
 
@@ -217,7 +219,12 @@ def test_a_logistic_regression_refit_fits_a_sparse_matrix_in_its_own_process(
     X, y = mixed_rows(1500)
     path = tmp_path / "mixed.csv"
     X.assign(label=y).to_csv(path, index=False)
-    request = DatarunRequest(str(path), class_column="label", methods=["logreg"], budget=2)
+    # the catalogue's logistic regression, always with an intercept: a sparse refit
+    method = json.loads(Path(METHODS, "logistic_regression.json").read_text())
+    method["hyperparameters"]["fit_intercept"]["values"] = [True]
+    method_path = tmp_path / "logreg_intercept.json"
+    method_path.write_text(json.dumps(method))
+    request = DatarunRequest(str(path), class_column="label", methods=[str(method_path)], budget=2)
     datarun_id = enter_data(sqlite_hub, request).dataruns[0].id
     Driver(sqlite_hub, datarun_ids=[datarun_id]).run()
     members = final_candidates(sqlite_hub, datarun_id)
@@ -225,7 +232,7 @@ def test_a_logistic_regression_refit_fits_a_sparse_matrix_in_its_own_process(
     rows, labels = _all_rows(sqlite_hub, datarun_id)
     dataset = sqlite_hub.get_dataset(sqlite_hub.get_datarun(datarun_id).dataset_id)
     schema = FeatureSchema.from_json(dataset.feature_schema)
-    assert any(sparse_input(LOGREG, member.hyperparameters_values) for member in members)
+    assert all(sparse_input(LOGREG, member.hyperparameters_values) for member in members)
     for member in members:
         final = sqlite_hub.load_model(member.id)
         values = member.hyperparameters_values
