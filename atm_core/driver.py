@@ -210,6 +210,9 @@ class LocalExecution(Execution):
         return handle.training.finish()
 
     def finalize(self, datarun_id: int) -> None:
+        if not self._queue:  # nothing in flight: the refit gets the memory the search had
+            self.cache.clear()
+            close_fit_process()
         results.finalize(self.hub, datarun_id)
 
     def close(self) -> None:

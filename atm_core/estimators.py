@@ -20,8 +20,10 @@ from sklearn.gaussian_process.kernels import (
     Matern,
     RationalQuadratic,
 )
+from sklearn.impute import SimpleImputer
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.utils._mask import _get_mask
 from sklearn.utils.validation import check_is_fitted
 
 MISSING_CATEGORY = "__missing__"
@@ -105,6 +107,10 @@ def as_categories(frame: pd.DataFrame) -> np.ndarray:
     return out
 
 
+def as_float32(X: np.ndarray) -> np.ndarray:
+    return np.asarray(X, dtype=np.float32)
+
+
 class StackedColumns(ColumnTransformer):
     """``ColumnTransformer`` that writes its branches' blocks into one preallocated matrix.
 
@@ -142,6 +148,90 @@ class Float32Columns(StackedColumns):
     dtype = np.float32
 
 
+class BlockwiseOneHotEncoder(OneHotEncoder):
+    """``OneHotEncoder`` whose sparse ``transform`` of an array encodes ``BLOCK_ROWS`` rows at
+    a time: at once, it holds a code per cell and index arrays of every value beside the
+    result (4 text columns of 2M rows: 295 MB over its input). Stacked, the blocks are the
+    same matrix."""
+
+    BLOCK_ROWS = 262_144
+
+    def transform(self, X):
+        if not (self.sparse_output and isinstance(X, np.ndarray) and len(X) > self.BLOCK_ROWS):
+            return super().transform(X)
+        rows = range(0, len(X), self.BLOCK_ROWS)
+        blocks = [
+            super(BlockwiseOneHotEncoder, self).transform(X[i : i + self.BLOCK_ROWS]) for i in rows
+        ]
+        return sparse.vstack(blocks, format="csr")
+
+
+class SparseColumns(StackedColumns):
+    """``StackedColumns`` writing one float32 CSR matrix: a dense block's every value, a sparse
+    block's (one-hot) stored values, row by row, into arrays allocated once.
+
+    A final refit of a logistic regression on 2M rows: 4 text columns one-hot encoded into
+    118 columns, 11 numbers: the dense float32 matrix takes 1,032 MB, this one 240 MB.
+    (``ColumnTransformer``'s own sparse stacking converts each block to coordinates first.)
+    """
+
+    dtype = np.float32
+    BLOCK_ROWS = 262_144
+
+    def _hstack(self, Xs, *, n_samples):
+        if not all(isinstance(X, np.ndarray) or sparse.issparse(X) for X in Xs):
+            return super()._hstack(Xs, n_samples=n_samples)
+        blocks = [sparse.csr_array(X) if sparse.issparse(X) else X for X in Xs]
+        lengths = [np.diff(X.indptr) if sparse.issparse(X) else X.shape[1] for X in blocks]
+        per_row = sum(lengths, np.zeros(n_samples, np.int64))
+        nnz = int(per_row.sum())
+        index = np.int32 if max(nnz, sum(X.shape[1] for X in blocks)) < 2**31 else np.int64
+        indptr = np.zeros(n_samples + 1, index)
+        np.cumsum(per_row, out=indptr[1:])
+        data, indices = np.empty(nnz, self.dtype), np.empty(nnz, index)
+        cursor = indptr[:-1].astype(np.int64)  # where each row's next value goes
+        start = 0
+        for X, length in zip(blocks, lengths, strict=True):
+            if sparse.issparse(X):  # a block of rows at a time: its positions are small
+                for first in range(0, n_samples, self.BLOCK_ROWS):
+                    rows = slice(first, first + self.BLOCK_ROWS)
+                    values = slice(
+                        X.indptr[first], X.indptr[min(first + self.BLOCK_ROWS, n_samples)]
+                    )
+                    offsets = np.arange(values.start, values.stop)
+                    positions = np.repeat(cursor[rows] - X.indptr[:-1][rows], length[rows])
+                    positions += offsets
+                    data[positions], indices[positions] = X.data[values], start + X.indices[values]
+                cursor += length
+            else:
+                for column in range(X.shape[1]):
+                    data[cursor], indices[cursor] = X[:, column], start + column
+                    cursor += 1
+            start += X.shape[1]
+        return sparse.csr_matrix((data, indices, indptr), shape=(n_samples, start), copy=False)
+
+
+class ColumnMedianImputer(SimpleImputer):
+    """``SimpleImputer`` whose median strategy takes each column's median on its own.
+
+    ``SimpleImputer`` takes the medians of a masked copy of the whole matrix: on 2M rows x 11
+    numbers (a final refit) 11.3 s and 735 MB above its input; a column at a time, a copy of
+    one column. The same medians: the middle value, or the mean of the middle two.
+    """
+
+    def _dense_fit(self, X, strategy, missing_values, fill_value):
+        if strategy != "median":
+            return super()._dense_fit(X, strategy, missing_values, fill_value)
+        missing = _get_mask(X, missing_values)
+        self._fit_indicator(missing)
+        empty = 0 if self.keep_empty_features else np.nan
+        medians = [
+            np.median(X[~missing[:, j], j]) if not missing[:, j].all() else empty
+            for j in range(X.shape[1])
+        ]
+        return np.asarray(medians, dtype=X.dtype)
+
+
 class BlockwiseStandardScaler(StandardScaler):
     """``StandardScaler`` whose ``fit`` reads a dense array ``BLOCK_ROWS`` rows at a time.
 
@@ -165,6 +255,19 @@ class BlockwiseStandardScaler(StandardScaler):
             else:
                 self.partial_fit(*block)
         return self
+
+    def transform(self, X, copy=None):
+        """Scales a CSR matrix in place (``copy`` False) ``BLOCK_ROWS`` rows at a time:
+        ``StandardScaler`` makes a float64 array of its every stored value to multiply by (2M
+        rows of a final refit: 240 MB). Other inputs as ``StandardScaler`` does."""
+        in_place = not (self.copy if copy is None else copy)
+        if not (sparse.issparse(X) and X.format == "csr" and in_place):
+            return super().transform(X, copy)
+        for start in range(0, X.shape[0], self.BLOCK_ROWS):
+            block = X[start : start + self.BLOCK_ROWS]  # a copy: scaled, then written back
+            values = slice(X.indptr[start], X.indptr[start] + block.nnz)
+            X.data[values] = super().transform(block, copy=False).data
+        return X
 
 
 class PCAComponents(TransformerMixin, BaseEstimator):

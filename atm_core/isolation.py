@@ -75,12 +75,14 @@ def fit_threads(threads: int | None) -> Iterator[None]:
         yield
 
 
-def run_isolated(call: Callable[[], T], seconds: float | None) -> T:
+def run_isolated(call: Callable[[], T], seconds: float | None, *, fork: bool = False) -> T:
     """``call()`` in a child forked for it alone, stopped after ``seconds``; in-process when
-    None. The closure is inherited by the fork, so it need not be picklable."""
+    None, unless ``fork`` (the call's memory then leaves with the child: a final refit's
+    design matrix does not stay in a worker's heap). The closure is inherited by the fork, so
+    it need not be picklable."""
     process = FitProcess()
     try:
-        return process.run(_invoke, (), call, seconds)
+        return process.run(_invoke, (), call, seconds, fork=fork)
     finally:
         process.close()
 
@@ -155,10 +157,13 @@ class FitProcess:
         context: object,
         seconds: float | None,
         threads: int | None = None,
+        *,
+        fork: bool = False,
     ) -> T:
         """``function(context, *args)`` in the child, stopped after ``seconds`` (in this
-        process, without a limit, when None)."""
-        return self.result(self.submit(function, args, context, seconds, threads))  # type: ignore[return-value]
+        process, without a limit, when None, unless ``fork``: in the child, without a limit)."""
+        call = self.submit(function, args, context, seconds, threads, fork=fork)
+        return self.result(call)  # type: ignore[return-value]
 
     def submit(
         self,
@@ -168,11 +173,13 @@ class FitProcess:
         seconds: float | None,
         threads: int | None = None,
         until: float | None = None,
+        *,
+        fork: bool = False,
     ) -> FitCall:
         """Queue a call (``until``: a ``time.monotonic()`` it may not run past); with
-        ``seconds`` None it runs here and now, without a limit."""
+        ``seconds`` None it runs here and now, without a limit, unless ``fork``."""
         call = FitCall(function, args, context, seconds, threads, until)
-        if seconds is None:
+        if seconds is None and not fork:
             try:
                 with fit_threads(threads):
                     call.settle(function(context, *args))

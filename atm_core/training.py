@@ -168,6 +168,12 @@ class DataCache:
             give_back(collect=False)  # the file's bytes and parsing buffers (100k rows: 10 MB)
             return data
 
+    def clear(self) -> None:
+        """Forget every split (a datarun is finalizing: its refit reads all rows itself)."""
+        with self._lock:
+            self._items.clear()
+        give_back()
+
     def _keep(self, key: tuple, data: TrainTest) -> None:
         self._items[key] = data
         if len(self._items) > self._max_items:
