@@ -107,6 +107,7 @@ class FitCall:
         self.function, self.args, self.context = function, args, context
         self.seconds, self.threads, self.until = seconds, threads, until
         self.sent_at = self.started_at = self.answered_at = 0.0
+        self.local = False  # runs in the caller's process, when its result is asked
         self.done = False
         self._value: object = None
         self._error: BaseException | None = None
@@ -115,7 +116,7 @@ class FitCall:
         self.done, self._value, self._error = True, value, error
 
     def seconds_running(self) -> float:
-        """How long the child worked on it (0 when it ran in this process)."""
+        """How long it ran (in the child, from the moment the child started it)."""
         return max(self.answered_at - self.started_at, 0.0)
 
     def outcome(self) -> object:
@@ -177,21 +178,26 @@ class FitProcess:
         fork: bool = False,
     ) -> FitCall:
         """Queue a call (``until``: a ``time.monotonic()`` it may not run past); with
-        ``seconds`` None it runs here and now, without a limit, unless ``fork``."""
+        ``seconds`` None it runs in this process, without a limit, when its result is asked
+        (unless ``fork``: in the child, without a limit)."""
         call = FitCall(function, args, context, seconds, threads, until)
-        if seconds is None and not fork:
-            try:
-                with fit_threads(threads):
-                    call.settle(function(context, *args))
-            except Exception as exc:
-                call.settle(error=exc)
-            return call
-        self._send(call)
+        call.local = seconds is None and not fork
+        if not call.local:
+            self._send(call)
         return call
 
     def result(self, call: FitCall) -> object:
         """Wait for ``call``'s answer (the calls before it are answered first); its value, or
         what stopped it: :class:`TimeLimitExceeded`, :class:`ChildFailed`, KeyboardInterrupt."""
+        if call.local and not call.done:
+            call.started_at = time.monotonic()
+            try:
+                with fit_threads(call.threads):
+                    call.settle(call.function(call.context, *call.args))
+            except Exception as exc:
+                call.settle(error=exc)
+            finally:
+                call.answered_at = time.monotonic()
         while not call.done:
             self._answer_next()
         return call.outcome()

@@ -174,6 +174,11 @@ def test_queued_calls_start_when_the_one_before_ends_and_outlive_a_stopped_one()
         other = process.submit(_pid_rows_value, (1,), data, 10)
         new_data = process.submit(_pid_rows_value, (2,), {"rows": 5}, 10)  # answers `other` first
         assert other.done and process.result(new_data)[1] == 5
+        ran: list[int] = []
+        local = process.submit(lambda context, n: ran.append(n), (7,), data, None)
+        assert not local.done and ran == []  # no limit: it runs here, when its result is asked
+        process.result(local)
+        assert ran == [7]
         queued = process.submit(_sleep_then_pid, (0.1,), {"rows": 5}, 10)
         process.close()
         with pytest.raises(ChildFailed, match="closed before this call ran"):
