@@ -243,7 +243,9 @@ class FitProcess:
         child = self._child
         assert child is not None
         try:
-            value = child.receive(deadline, None if deadline is None else deadline - started)
+            value = child.receive(
+                deadline, None if deadline is None else max(deadline - started, 0.0)
+            )
         except BaseException as exc:
             call.answered_at = time.monotonic()
             self._queue.popleft()
