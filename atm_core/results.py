@@ -247,8 +247,15 @@ def refit_seconds(hub: ModelHub, classifier: Classifier, datarun: Datarun) -> fl
 
 
 def _all_rows(hub: ModelHub, datarun_id: int) -> tuple[pd.DataFrame, pd.Series]:
-    dataset = hub.get_dataset(hub.get_datarun(datarun_id).dataset_id)
-    return load_all_rows(
+    return _rows_loader(hub, hub.get_datarun(datarun_id))()
+
+
+def _rows_loader(hub: ModelHub, datarun: Datarun) -> Callable[[], tuple[pd.DataFrame, pd.Series]]:
+    """What reads every labelled row of the datarun's dataset, bound to plain values: a
+    refit's own process calls it without touching the database."""
+    dataset = hub.get_dataset(datarun.dataset_id)
+    return partial(
+        load_all_rows,
         dataset.train_path,
         dataset.test_path,
         dataset.class_column,
@@ -312,17 +319,7 @@ def refit_final_models(hub: ModelHub, datarun_id: int) -> list[int]:
     todo = [c for c in final_candidates(hub, datarun_id) if c.final_model_location is None]
     if not datarun.refit or not todo:
         return []
-    dataset = hub.get_dataset(datarun.dataset_id)
-    schema = FeatureSchema.from_json(dataset.feature_schema)
-    rows = partial(  # plain values: the refit's process must not touch the database
-        load_all_rows,
-        dataset.train_path,
-        dataset.test_path,
-        dataset.class_column,
-        schema,
-        dataset.content_hash,
-        hub.store,
-    )
+    rows = _rows_loader(hub, datarun)
     end = time_limit(datarun)
     done = []
     for classifier in todo:
