@@ -23,8 +23,11 @@ from atm_core.driver import Driver
 from atm_core.estimators import CalibratedClassifier
 from atm_core.modelhub import ModelHub
 from atm_core.modelhub.claims import time_limit
+from atm_core.modelhub.models import Classifier
 from atm_core.pipeline import build_pipeline, refit_cost
 from atm_core.results import (
+    FINALIZE_SECONDS,
+    MAX_REFIT_SHARE,
     final_candidates,
     refit_final_models,
     refit_model,
@@ -97,6 +100,26 @@ def test_a_walltime_datarun_keeps_time_for_its_refit(sqlite_hub: ModelHub, iris_
     assert refit_reserve(sqlite_hub, datarun) > best.fit_seconds  # scaled to 150 rows, + margin
     assert best.final_model_location is not None
     assert datarun.end_time <= end
+
+
+def test_a_refit_longer_than_half_the_budget_is_not_reserved_for(
+    sqlite_hub: ModelHub, iris_path: str
+) -> None:
+    """A rung-0 fit scaled to every row can exceed what is left of a short budget: the search
+    keeps its time then, instead of ending at once."""
+    datarun_id = finished(sqlite_hub, iris_path, budget_type="walltime", budget=0.1)
+    datarun = sqlite_hub.get_datarun(datarun_id)
+    best = sqlite_hub.best_classifier(datarun_id)
+    whole = (time_limit(datarun) - datarun.start_time).total_seconds()
+
+    def reserve_with(fit_seconds: float) -> float:
+        with sqlite_hub.transaction() as session:
+            session.get(Classifier, best.id).fit_seconds = fit_seconds
+        return refit_reserve(sqlite_hub, datarun)
+
+    assert reserve_with(MAX_REFIT_SHARE * whole) == FINALIZE_SECONDS  # scaled up: too long
+    short = reserve_with(0.01 * whole)
+    assert FINALIZE_SECONDS < short < FINALIZE_SECONDS + MAX_REFIT_SHARE * whole
 
 
 # -- the refit's estimated time ---------------------------------------------------------------
