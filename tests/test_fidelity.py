@@ -18,18 +18,20 @@ from atm_core.data.dataset import inspect_dataset
 from atm_core.data.split import split_frames
 from atm_core.dataruns import DatarunRequest, enter_data
 from atm_core.driver import Driver
-from atm_core.fidelity import at_rung
+from atm_core.fidelity import MIN_JUDGED_ROWS, at_rung
 from atm_core.modelhub import ModelHub
 from atm_core.modelhub.claims import Outcome
 from atm_core.modelhub.models import ClassifierStatus, DatarunStatus
-from atm_core.rungs import MAX_RUNGS, MIN_RUNG_ROWS, rung_rows, top_rung
+from atm_core.rungs import HALVING_FROM, MAX_RUNGS, MIN_RUNG_ROWS, rung_rows, top_rung
 from tests.conftest import make_settings
 
 
 @pytest.fixture(autouse=True)
 def small_rungs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Rungs from 2,500 rows (10,000 by default), so that small test tables have two."""
+    """Rungs from 2,500 rows on tables from 7,500 (30,000 by default), so that small test
+    tables have two."""
     monkeypatch.setattr("atm_core.rungs.MIN_RUNG_ROWS", 2_500)
+    monkeypatch.setattr("atm_core.rungs.HALVING_FROM", 7_500)
 
 
 @pytest.fixture(scope="module")
@@ -47,24 +49,36 @@ def large_csv(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def test_rungs_by_size(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("atm_core.rungs.MIN_RUNG_ROWS", MIN_RUNG_ROWS)
-    assert MIN_RUNG_ROWS == 10_000
+    monkeypatch.setattr("atm_core.rungs.HALVING_FROM", HALVING_FROM)
+    assert (MIN_RUNG_ROWS, HALVING_FROM) == (10_000, 30_000)
     assert top_rung(29_999) == 0  # small: straight to the full evaluation
     assert top_rung(30_000) == 1
-    assert top_rung(90_000) == 2
-    assert top_rung(10**7) == MAX_RUNGS - 1
+    assert top_rung(89_999) == 1 and top_rung(90_000) == 2
+    assert top_rung(10**6) == 4  # rung 0: 12,346 rows
+    assert top_rung(10**8) == MAX_RUNGS - 1
     assert top_rung(10**7, "full") == 0
     assert [rung_rows(r, 2, 90_000) for r in range(3)] == [10_000, 30_000, 90_000]
+    for rows in (30_000, 54_000, 150_000, 254_654, 800_000):  # rung 0 in [10,000, 30,000)
+        assert 10_000 <= rung_rows(0, top_rung(rows), rows) < 30_000
 
 
 def test_a_rung_is_a_stratified_subsample_laid_out_for_a_holdout(large_csv: str) -> None:
     info, train, test = inspect_dataset(large_csv)
     data = split_frames(train, test, "class", info.schema, 0, 0.3)
     low = at_rung(data, 0, 1, seed=0)
-    assert len(low.y_train) == rung_rows(0, 1, 8_400) == 2_800
-    assert low.n_folds == 0 and low.n_fit == 2_240  # 80 % fitted, 20 % judge
+    assert rung_rows(0, 1, 8_400) == 2_800
+    # 80 % of them fitted; judged on 20 %, but on no fewer than MIN_JUDGED_ROWS
+    assert low.n_folds == 0 and low.n_fit == 2_240
+    assert len(low.y_train) == 2_240 + MIN_JUDGED_ROWS
+    fitted = set(map(tuple, low.X_train.iloc[: low.n_fit].to_numpy()))
+    assert not fitted & set(map(tuple, low.X_train.iloc[low.n_fit :].to_numpy()))
     shares = low.y_train.value_counts(normalize=True)
     assert (abs(shares - data.y_train.value_counts(normalize=True)) < 0.01).all()
-    assert low.X_test is data.X_test  # every rung is scored on the same test part
+    # below the top, the test score comes from as many stratified test rows as it trains on
+    assert len(low.y_test) == 2_800 < len(data.y_test)
+    assert (abs(low.y_test.value_counts(normalize=True)
+                - data.y_test.value_counts(normalize=True)) < 0.01).all()  # fmt: skip
+    assert data.X_test.merge(low.X_test).shape[0] == 2_800  # rows of the test part
     again = at_rung(data, 0, 1, seed=0)
     assert low.X_train.equals(again.X_train)  # the same rows for every configuration
     assert at_rung(data, 1, 1, seed=0) is data
@@ -97,6 +111,27 @@ def test_the_top_third_of_a_rung_is_promoted_once_best_first(hub: ModelHub, larg
         finish(hub, hub.reserve(datarun.id, partition, {"max_depth": depth}), 0.1)
     third = hub.get_classifier(hub.promote(datarun.id).classifier_id)
     assert by_score[origins[third.config_key]] == 0.8
+
+
+def test_configurations_compete_for_promotion_within_their_method(
+    hub: ModelHub, large_csv: str
+) -> None:
+    """Each method's top third moves up, however the methods rank against each other at a
+    low rung (boosting gains more from rows than a tree does)."""
+    request = DatarunRequest(large_csv, methods=["dt", "logreg"], budget=30)
+    datarun = enter_data(hub, request).dataruns[0]
+    partitions = {hp.method: hp.id for hp in hub.hyperpartitions(datarun.id)}
+    scores = {"dt": [0.9, 0.95, 0.92], "logreg": [0.6, 0.7, 0.5]}
+    for method, method_scores in scores.items():
+        for i, score in enumerate(method_scores):
+            values = {"max_depth": i + 2} if method == "dt" else {"C": 10.0**i}
+            finish(hub, hub.reserve(datarun.id, partitions[method], values), score)
+    promoted = [hub.promote(datarun.id), hub.promote(datarun.id)]
+    assert hub.promote(datarun.id) is None  # 3 finished per method: a quota of 1 each
+    assert sorted(c.method for c in promoted) == ["dt", "logreg"]
+    by_method = {c.method: hub.get_classifier(c.classifier_id) for c in promoted}
+    assert by_method["dt"].hyperparameters_values == {"max_depth": 3}  # dt's best, 0.95
+    assert by_method["logreg"].hyperparameters_values == {"C": 10.0}  # logreg's best, 0.7
 
 
 def test_concurrent_promoters_never_promote_twice(hub: ModelHub, large_csv: str, tmp_path: Path):
