@@ -304,7 +304,7 @@ def refit_reserve(hub: ModelHub, datarun: Datarun) -> float:
     untimed datarun or one that does not refit.
 
     A refit estimated at more than half of the datarun's time is not reserved for: the
-    search keeps the time (a rung-0 fit on 1,900 rows scaled to 200,000 would otherwise end a
+    search keeps the time (a rung-0 fit on 3,111 rows scaled to 200,000 would otherwise end a
     60 s search after 5 s), and the best keeps its search-time model unless, when the search
     ends, the refit fits in what is left."""
     end = time_limit(datarun)

@@ -7,9 +7,9 @@ import math
 
 ETA = 3  # each rung: ETA times the rows of the one below; the top 1/ETA move up
 HALVING_FROM = 30_000  # smaller training parts: every configuration is evaluated in full
-# rung 0 sees 10,000 to 30,000 rows (more only past MAX_RUNGS): rungs from 1,500 and from 5,000
-# rows evaluated up to 3.5x more configurations a minute but chose worse models at 60 s (on
-# flights 0.752 against 0.794 test AUC); benchmarks/RESULTS.md, "Smaller rungs"
+# rung 0 sees 10,000 to 30,000 rows (more only past MAX_RUNGS): rungs from 1,500, 2,000 or
+# 5,000 rows evaluated up to 3.5x more configurations a minute but chose worse models at 60 s
+# (flights 0.750-0.752 against 0.794 test AUC); benchmarks/RESULTS.md, "Smaller rungs"
 MIN_RUNG_ROWS = 10_000
 MAX_RUNGS = 5  # (rung 0 of a 1M-row table: 1/81 of its training part, 12,346 rows)
 FIDELITIES = ("auto", "full")
