@@ -169,7 +169,10 @@ def test_up_status_down_on_real_processes(tmp_path: Path):
 
         down = shell(env, "infra/stack.sh down all", 120)
         for name, (pid, _) in pids.items():
-            assert f"{name}: stopped (pid {pid} on SIGTERM)" in down, down
+            # gracefully, without SIGKILL; a worker in the middle of a poll can outlast
+            # SIGTERM's 10 s on a loaded machine and then stops on the SIGINT that follows
+            graceful = ("SIGTERM", "SIGINT") if name == "worker" else ("SIGTERM",)
+            assert any(f"{name}: stopped (pid {pid} on {sig})" in down for sig in graceful), down
         still = [
             f"{pid}: {' '.join(argv(pid))}" for pid, since in started.items() if runs(pid, since)
         ]
