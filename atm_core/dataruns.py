@@ -17,7 +17,7 @@ from atm_core import options as spec
 from atm_core.data.dataset import DatasetInfo, read_dataset
 from atm_core.data.loading import Table
 from atm_core.data.parsed_cache import keep_parsed
-from atm_core.data.split import split_rows
+from atm_core.data.split import folds_for, split_rows
 from atm_core.errors import ATMError, ConfigError
 from atm_core.metric_names import ALL_METRICS, resolve_metric
 from atm_core.modelhub.hub import ModelHub
@@ -187,6 +187,9 @@ def _checked(
         options["test_size"],
         options["cv_folds"],
     )
+    timed = options["budget_type"] == "walltime" or options["deadline"] is not None
+    if options["cv_folds"] is None and timed:  # stored: every worker judges the same way
+        options["cv_folds"] = folds_for(len(split.train), timed=True)
     rung = top_rung(len(split.train), options["fidelity"])
     stored = {**options, "metric": metric, "top_rung": rung, "train_rows": len(split.train)}
     return info, stored, methods, (train, test)

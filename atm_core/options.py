@@ -134,7 +134,8 @@ class DatarunRequest:
     )
     cv_folds: int | None = option(
         None,
-        "CV folds (default 5; 3 above 10,000 training rows; a holdout (0) above 30,000)",
+        "CV folds (default 5; 3 above 10,000 training rows; a holdout (0) above 30,000, or above "
+        "10,000 with a walltime budget or a deadline)",
         minimum=0,
     )
     description: str | None = option(None, "free text kept with the datarun")

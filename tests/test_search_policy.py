@@ -32,7 +32,7 @@ from atm_core.modelhub.history import search_state
 from atm_core.modelhub.models import ClassifierStatus, DatarunStatus, utcnow
 from atm_core.reporting import Reporter
 from atm_core.search.proposal import propose
-from atm_core.training import classifier_time_limit
+from atm_core.training import DataCache, classifier_time_limit, train_classifier
 
 SLOW_METHOD = textwrap.dedent(
     """
@@ -405,6 +405,34 @@ def test_cv_folds_by_size_and_on_request(sqlite_hub: ModelHub, iris_path: str) -
     assert (metrics["split"] == "cv").sum() == 3
     with pytest.raises(ConfigError, match="cv_folds"):
         enter_data(sqlite_hub, DatarunRequest(iris_path, cv_folds=1))
+
+
+def test_a_timed_datarun_holds_out_from_10_000_rows(sqlite_hub: ModelHub, tmp_path: Path) -> None:
+    """Under a walltime budget or a deadline, a training part of 10,000-30,000 rows is judged
+    on a holdout (one fit, not 3 folds and a refit); the choice is stored with the datarun, so
+    every worker makes it; without a time budget, or when asked, the folds stay."""
+    assert [folds_for(n, timed=True) for n in (10_000, 10_001, 30_000)] == [5, 0, 0]
+    rows = 15_000  # a training part of 10,500 rows
+    frame = pd.DataFrame({"x": range(rows), "class": [i % 2 for i in range(rows)]})
+    frame.to_csv(tmp_path / "mid.csv", index=False)
+    path = str(tmp_path / "mid.csv")
+    timed = {"budget_type": "walltime", "budget": 1}
+    deadline = (datetime.now() + timedelta(hours=1)).strftime("%Y-%m-%d %H:%M")
+    by_budget = {
+        "walltime": DatarunRequest(path, methods=["dt"], **timed),
+        "deadline": DatarunRequest(path, methods=["dt"], deadline=deadline),
+        "classifiers": DatarunRequest(path, methods=["dt"]),
+        "asked": DatarunRequest(path, methods=["dt"], cv_folds=3, **timed),
+    }
+    dataruns = {name: enter_data(sqlite_hub, r).dataruns[0] for name, r in by_budget.items()}
+    stored = {name: datarun.cv_folds for name, datarun in dataruns.items()}
+    assert stored == {"walltime": 0, "deadline": 0, "classifiers": None, "asked": 3}
+    walltime = dataruns["walltime"].id
+    claim = sqlite_hub.reserve(walltime, sqlite_hub.hyperpartitions(walltime)[0].id, {})
+    assert claim is not None
+    train_classifier(sqlite_hub, claim, DataCache(), isolated=False)
+    metrics = sqlite_hub.load_metrics(claim.classifier_id)
+    assert (metrics["split"] == "cv").sum() == 1  # judged once, on the holdout
 
 
 def test_large_data_is_judged_on_a_holdout(sqlite_hub: ModelHub, iris_path: str) -> None:
