@@ -33,7 +33,8 @@ MIN_JUDGED_ROWS = 5_000
 
 def at_rung(data: TrainTest, rung: int, top: int, seed: int) -> TrainTest:
     """``data`` as rung ``rung`` sees it: below the top, a stratified subsample of the training
-    part (the same rows for every configuration of the rung), laid out for a holdout."""
+    part (the same rows for every configuration of the rung) laid out for a holdout of at least
+    MIN_JUDGED_ROWS, and a stratified sample of the test part as large as the rung."""
     if rung >= top:
         return data
     rows = rung_rows(rung, top, len(data.y_train))

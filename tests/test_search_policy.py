@@ -407,7 +407,7 @@ def test_cv_folds_by_size_and_on_request(sqlite_hub: ModelHub, iris_path: str) -
         enter_data(sqlite_hub, DatarunRequest(iris_path, cv_folds=1))
 
 
-def test_a_timed_datarun_holds_out_from_10_000_rows(sqlite_hub: ModelHub, tmp_path: Path) -> None:
+def test_a_timed_datarun_holds_out_above_10_000_rows(sqlite_hub: ModelHub, tmp_path: Path) -> None:
     """Under a walltime budget or a deadline, a training part of 10,000-30,000 rows is judged
     on a holdout (one fit, not 3 folds and a refit); the choice is stored with the datarun, so
     every worker makes it; without a time budget, or when asked, the folds stay."""
