@@ -24,7 +24,7 @@ from atm_core.modelhub.claims import time_limit
 from atm_core.modelhub.hub import ModelHub
 from atm_core.modelhub.models import Classifier, Datarun, DatarunStatus, Ensemble, utcnow
 from atm_core.modelhub.reads import judgment
-from atm_core.pipeline import build_pipeline, fit_rows, refit_cost
+from atm_core.pipeline import build_pipeline, fit_rows, refit_cost, with_found_iterations
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -277,8 +277,19 @@ def _template(hub: ModelHub, classifier: Classifier, datarun: Datarun) -> Pipeli
     )
 
 
+def _refit_template(hub: ModelHub, classifier: Classifier, datarun: Datarun) -> Pipeline:
+    """What a refit fits: the configuration, with the iterations its search-time fit stopped
+    at (see :func:`~atm_core.pipeline.with_found_iterations`), when its model is at hand."""
+    template = _template(hub, classifier, datarun)
+    try:
+        searched = hub.load_model(classifier.id, final=False)
+    except NotFoundError:  # its files were found lost: refit it as configured
+        return template
+    return with_found_iterations(template, searched)
+
+
 def _refitted(hub: ModelHub, classifier: Classifier, X: pd.DataFrame, y: pd.Series) -> Any:
-    model = _template(hub, classifier, hub.get_datarun(classifier.datarun_id))
+    model = _refit_template(hub, classifier, hub.get_datarun(classifier.datarun_id))
     with fit_threads(hub.settings.threads):
         return model.fit(X, y)
 
@@ -336,7 +347,7 @@ def refit_final_models(hub: ModelHub, datarun_id: int) -> list[int]:
         if remaining is not None and refit_seconds(hub, classifier, datarun) > remaining:
             log.info("classifier %d keeps its search-time model: no time left", classifier.id)
             continue
-        template = _template(hub, classifier, datarun)
+        template = _refit_template(hub, classifier, datarun)
         try:  # in a process of its own, stopped at the datarun's end; see _fitted_blob
             blob = run_isolated(partial(_fitted_blob, template, rows, hub.settings.threads),
                                 remaining, fork=True)  # fmt: skip

@@ -134,6 +134,24 @@ def test_configurations_compete_for_promotion_within_their_method(
     assert by_method["logreg"].hyperparameters_values == {"C": 10.0}  # logreg's best, 0.7
 
 
+def test_the_leader_of_a_rung_moves_up_before_its_method_has_eta_there(
+    hub: ModelHub, large_csv: str
+) -> None:
+    """One configuration per method finished at rung 0 (quotas of 0): the best of them, of
+    either method, moves up at once; the other waits for its method's top third."""
+    request = DatarunRequest(large_csv, methods=["dt", "logreg"], budget=30)
+    datarun = enter_data(hub, request).dataruns[0]
+    partitions = {hp.method: hp.id for hp in hub.hyperpartitions(datarun.id)}
+    finish(hub, hub.reserve(datarun.id, partitions["dt"], {"max_depth": 3}), 0.8)
+    assert hub.promote(datarun.id).method == "dt"  # the only one: it leads
+    finish(hub, hub.reserve(datarun.id, partitions["logreg"], {"C": 1.0}), 0.9)
+    leader = hub.promote(datarun.id)
+    assert leader.method == "logreg" and leader.rung == 1
+    assert hub.promote(datarun.id) is None  # both have moved up
+    finish(hub, hub.reserve(datarun.id, partitions["dt"], {"max_depth": 4}), 0.85)
+    assert hub.promote(datarun.id) is None  # not the leader, and 2 dt finished: a quota of 0
+
+
 def test_concurrent_promoters_never_promote_twice(hub: ModelHub, large_csv: str, tmp_path: Path):
     datarun = enter_data(hub, DatarunRequest(large_csv, methods=["dt"], budget=60)).dataruns[0]
     partition = hub.hyperpartitions(datarun.id)[0].id

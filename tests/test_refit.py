@@ -187,3 +187,24 @@ def test_a_calibrated_models_refit_estimate_is_in_proportion_to_its_refit(
         measured.append(time.perf_counter() - started)
     assert isinstance(refit.named_steps["estimator"], CalibratedClassifier)
     assert 0.5 < estimate / min(measured) < 4, (estimate, measured)
+
+
+def test_a_boosting_refit_runs_the_iterations_its_search_stopped_at(
+    sqlite_hub: ModelHub, tmp_path: Path
+) -> None:
+    """Early stopping is not repeated on every labelled row: the refit fits, with no
+    validation split, the iteration count the search-time fit stopped at."""
+    X, y = make_classification(n_samples=3_000, n_features=6, flip_y=0.2, random_state=0)
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(6)]).assign(label=y)
+    path = tmp_path / "boost.csv"
+    frame.to_csv(path, index=False)
+    request = DatarunRequest(str(path), class_column="label", methods=["hgb"], budget=2)
+    datarun_id = enter_data(sqlite_hub, request).dataruns[0].id
+    Driver(sqlite_hub, datarun_ids=[datarun_id]).run()
+    (member, *_) = final_candidates(sqlite_hub, datarun_id)
+    searched = sqlite_hub.load_model(member.id, final=False).named_steps["estimator"]
+    final = sqlite_hub.load_model(member.id).named_steps["estimator"]
+    assert searched.do_early_stopping_ and searched.n_iter_ < 1000
+    assert not final.do_early_stopping_
+    assert final.max_iter == final.n_iter_ == searched.n_iter_
+    assert refit_model(sqlite_hub, member.id).named_steps["estimator"].n_iter_ == searched.n_iter_

@@ -9,6 +9,12 @@ exact.
 Configurations compete with their own method's: methods gain unequally from more rows (on
 flights, the best random forest was judged above the best boosting on 3,111 rows and below it
 on 28,000), so methods are compared at the rungs above, and every method's best climbs.
+
+The leader of a rung (the best configuration finished there, of any method) moves up at once,
+before its method has ETA configurations there: a search reaches full evaluations early and
+keeps doing so as its leader changes. Without it a method needs ETA ** rung configurations to
+put one at the top rung: at 600 s on flights, after 12 boosting configurations, none had
+reached it, and the final model, one random forest, scored 0.7904 test AUC (0.7942 at 60 s).
 """
 
 from __future__ import annotations
@@ -54,9 +60,9 @@ def _no_new_configurations(session: Session, datarun: Datarun) -> bool:
 
 def _candidates(session: Session, datarun: Datarun, rung: int) -> list[Classifier]:
     """The configurations finished at ``rung`` that rank in the top 1/ETA of their method's
-    there and have no row at the rung above yet, best first. Once no new configuration can come
-    (a small space, all taken), each method's best of a rung moves up even if fewer than ETA
-    finished there: every search then ends with full evaluations."""
+    there, or lead the rung, and have no row at the rung above yet, best first. Once no new
+    configuration can come (a small space, all taken), each method's best of a rung moves up
+    even if fewer than ETA finished there: every search then ends with full evaluations."""
     finished = session.scalars(
         select(Classifier)
         .join(Hyperpartition, Hyperpartition.id == Classifier.hyperpartition_id)
@@ -74,7 +80,7 @@ def _candidates(session: Session, datarun: Datarun, rung: int) -> list[Classifie
     quotas = {method: promotion_quota(len(rows)) for method, rows in by_method.items()}
     if not all(quotas.values()) and _no_new_configurations(session, datarun):
         quotas = {method: max(1, quota) for method, quota in quotas.items()}
-    if not any(quotas.values()):
+    if not finished:
         return []
     above = set(
         session.execute(
@@ -84,6 +90,7 @@ def _candidates(session: Session, datarun: Datarun, rung: int) -> list[Classifie
         ).all()
     )
     earned = {c.id for method, rows in by_method.items() for c in rows[: quotas[method]]}
+    earned.add(finished[0].id)  # the rung's leader
     return [
         c for c in finished if c.id in earned and (c.hyperpartition_id, c.config_key) not in above
     ]
