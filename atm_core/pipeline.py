@@ -163,6 +163,11 @@ def refit_cost(model: Pipeline) -> float:
     return last.plain_fit_cost() if isinstance(last, CalibratedClassifier) else 1.0
 
 
+def stops_early(model: Pipeline) -> bool:
+    """Whether the model's estimator may stop early (its iterations then depend on the fit)."""
+    return bool(model.steps[-1][1].get_params().get("early_stopping", False))
+
+
 def with_found_iterations(template: Pipeline, searched: Pipeline) -> Pipeline:
     """``template`` to refit with the iterations early stopping found for ``searched`` (the
     same configuration fitted at search time): a fixed count, no validation split.

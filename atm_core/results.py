@@ -24,7 +24,13 @@ from atm_core.modelhub.claims import time_limit
 from atm_core.modelhub.hub import ModelHub
 from atm_core.modelhub.models import Classifier, Datarun, DatarunStatus, Ensemble, utcnow
 from atm_core.modelhub.reads import judgment
-from atm_core.pipeline import build_pipeline, fit_rows, refit_cost, with_found_iterations
+from atm_core.pipeline import (
+    build_pipeline,
+    fit_rows,
+    refit_cost,
+    stops_early,
+    with_found_iterations,
+)
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -279,8 +285,12 @@ def _template(hub: ModelHub, classifier: Classifier, datarun: Datarun) -> Pipeli
 
 def _refit_template(hub: ModelHub, classifier: Classifier, datarun: Datarun) -> Pipeline:
     """What a refit fits: the configuration, with the iterations its search-time fit stopped
-    at (see :func:`~atm_core.pipeline.with_found_iterations`), when its model is at hand."""
+    at (see :func:`~atm_core.pipeline.with_found_iterations`), when its model is at hand. Only
+    a configuration that stops early has its search-time model read (a forest's pickle can
+    weigh hundreds of MB, which the worker would hold for nothing)."""
     template = _template(hub, classifier, datarun)
+    if not stops_early(template):
+        return template
     try:
         searched = hub.load_model(classifier.id, final=False)
     except NotFoundError:  # its files were found lost: refit it as configured

@@ -74,14 +74,14 @@ def _candidates(session: Session, datarun: Datarun, rung: int) -> list[Classifie
         )
         .order_by(judgment_expression(datarun.score_target).desc(), Classifier.id)
     ).all()
+    if not finished:
+        return []
     by_method: dict[str | None, list[Classifier]] = {}
     for classifier in finished:
         by_method.setdefault(classifier.method, []).append(classifier)
     quotas = {method: promotion_quota(len(rows)) for method, rows in by_method.items()}
     if not all(quotas.values()) and _no_new_configurations(session, datarun):
         quotas = {method: max(1, quota) for method, quota in quotas.items()}
-    if not finished:
-        return []
     above = set(
         session.execute(
             select(Classifier.hyperpartition_id, Classifier.config_key).where(
