@@ -53,7 +53,7 @@ def option(
 @dataclass
 class DatarunRequest:
     """What a datarun is asked to be: the original ``enter_data`` options and defaults, except
-    the selector (``hieralg``, chosen by measurement) and the default portfolio."""
+    the selector (``hiercost``, chosen by measurement) and the default portfolio."""
 
     train_path: str | None = option(
         None, "CSV or parquet: a path, http(s) or s3:// URL", stored=False
@@ -94,8 +94,8 @@ class DatarunRequest:
     tuner: str = option(DEFAULT_TUNER, "uniform, gp, gp_ei, gcp, gp_eivel or file.py:Class")
     selector: str = option(
         DEFAULT_SELECTOR,
-        "uniform, ucb1, bestk, bestkvel, purebestkvel, recentk, recentkvel, hieralg or "
-        "file.py:Class",
+        "uniform, ucb1, bestk, bestkvel, purebestkvel, recentk, recentkvel, hieralg, hiercost "
+        "or file.py:Class",
     )
     r_minimum: int = option(2, "random trials before the tuner models", minimum=1)
     k_window: int = option(3, "history window of the k-selectors", minimum=1)

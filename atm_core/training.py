@@ -373,15 +373,17 @@ class Training:
             reporter.classifier_started(self.claim, self.result.method, self.result.values)
         self.announced = True
 
-    def failed(self, error: BaseException) -> None:
-        """The fit could not run (or was stopped): record the classifier's error."""
+    def failed(self, error: BaseException, seconds: float | None = None) -> None:
+        """The fit could not run (or was stopped after ``seconds``): record the classifier's
+        error."""
         self.stop()
         if not isinstance(error, Exception):
             raise error  # Ctrl+C: the driver releases the claim
         result = self.result
         isolated = isinstance(error, TimeLimitExceeded | ChildFailed)
         result.error = str(error) if isolated else "".join(traceback.format_exception(error))
-        result.status = "errored" if self.hub.fail_classifier(self.claim, result.error) else "lost"
+        recorded = self.hub.fail_classifier(self.claim, result.error, seconds=seconds)
+        result.status = "errored" if recorded else "lost"
 
     def stop(self) -> None:
         """Stop renewing the lease (the classifier is recorded, or abandoned)."""
@@ -397,16 +399,16 @@ class Training:
         try:
             evaluation, blob = self.process.result(call)  # type: ignore[misc]
         except BaseException as exc:
-            self.failed(exc)
+            self.failed(exc, call.seconds_running())
             return self.result
         finally:
             self.clock.add("fit", call.seconds_running())
         try:
-            return self._record(evaluation, blob)
+            return self._record(evaluation, blob, call.seconds_running())
         finally:
             self.stop()
 
-    def _record(self, evaluation: Evaluation, blob: bytes) -> ClassifierResult:
+    def _record(self, evaluation: Evaluation, blob: bytes, seconds: float) -> ClassifierResult:
         hub, claim, clock, result = self.hub, self.claim, self.clock, self.result
         classifier, datarun = self.context.classifier, self.context.datarun
         # Predictions only matter to a classifier that may end among the ensemble's candidates:
@@ -437,6 +439,7 @@ class Training:
             test_judgment_metric=evaluation.test_judgment_metric,
             fit_seconds=evaluation.fit_seconds,
             fit_rows=evaluation.fit_rows,
+            evaluation_seconds=seconds,
         )
         assert self.heartbeat is not None
         completed = not self.heartbeat.lost and hub.complete_classifier(claim, outcome)

@@ -79,7 +79,7 @@ def test_enter_data_prints_partition_counts_and_summary(atm: Run, pollution_path
         f"Training data: {pollution_path}",
         "Test data: None",
         "Datarun ID: 1",
-        "Hyperpartition selection strategy: hieralg",
+        "Hyperpartition selection strategy: hiercost",
         "Parameter tuning strategy: uniform",
         "Budget: 5 (classifier)",
     ):

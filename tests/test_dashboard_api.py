@@ -89,7 +89,7 @@ def test_datarun_hyperpartitions_and_leaderboard(server, finished, hub):
     ranked = complete_ids_best_first(hub, datarun_id)
     detail = server.get(f"/api/dataruns/{datarun_id}").json()
     assert detail["best_classifier_id"] == ranked[0]
-    assert detail["selector"] == "hieralg" and detail["metric"] == "f1"
+    assert detail["selector"] == "hiercost" and detail["metric"] == "f1"
 
     partitions = server.get(f"/api/dataruns/{datarun_id}/hyperpartitions").json()
     assert len(partitions) == len(hub.hyperpartitions(datarun_id))

@@ -113,6 +113,7 @@ def test_every_selector_name_resolves_to_baytune() -> None:
         "recentk": selection.RecentKReward,  # subclassed: see the recentk test below
         "recentkvel": selection.RecentKVelocity,
         "hieralg": selection.HierarchicalByAlgorithm,
+        "hiercost": selection.HierarchicalByAlgorithm,  # charged in seconds: tests below
     }
     assert set(SELECTORS) == set(expected)
     for name, cls in expected.items():
@@ -152,6 +153,7 @@ FLAT_HIGH = [0.95] * 5
         ("bestk", 2),
         ("recentk", 2),
         ("hieralg", 2),
+        ("hiercost", 2),
         # velocity selectors want the partition whose best scores still improve (1)
         ("bestkvel", 1),
         ("purebestkvel", 1),
@@ -212,6 +214,74 @@ def test_hieralg_chooses_the_method_first() -> None:
     hieralg = propose(partitions, SearchConfig(selector="hieralg")).proposal.hyperpartition_id
     ucb1 = propose(partitions, SearchConfig(selector="ucb1")).proposal.hyperpartition_id
     assert (hieralg, ucb1) == (3, 1)
+
+
+def _costed(pid: int, method: str, scores: list[float | None], seconds: float) -> Partition:
+    partition = _partition(pid, method=method, scores=scores)
+    for trial in partition.trials:
+        trial.seconds = seconds
+    return partition
+
+
+def test_hiercost_charges_a_method_the_seconds_it_took() -> None:
+    """Equal scores and counts; method b's configurations took 20 times longer: hiercost goes
+    to the cheap method a, hieralg (which counts configurations) is indifferent between them
+    and takes b as often as a over many seeds."""
+    partitions = [
+        _costed(1, "a", [0.80, 0.82, 0.84, 0.86], seconds=1.0),
+        _costed(2, "b", [0.81, 0.83, 0.85, 0.85], seconds=20.0),
+    ]
+    chosen = {seed: propose(partitions, SearchConfig(selector="hiercost", seed=seed))
+              for seed in range(10)}  # fmt: skip
+    assert {outcome.proposal.hyperpartition_id for outcome in chosen.values()} == {1}
+    hieralg = {
+        propose(partitions, SearchConfig(selector="hieralg", seed=seed)).proposal.hyperpartition_id
+        for seed in range(10)
+    }
+    assert hieralg == {2}  # b's mean score is higher and the counts are equal
+
+
+def test_hiercost_charges_configurations_stopped_at_their_limit() -> None:
+    """Method b has one score, the best, and three configurations stopped at a 30 s limit:
+    hieralg counts one pull for b and keeps choosing it; hiercost charges b its 100 s and goes
+    to a, whose eight configurations took 1 s each."""
+    partitions = [
+        _costed(1, "a", [0.80] * 8, seconds=1.0),
+        _costed(2, "b", [0.90, None, None, None], seconds=30.0),
+    ]
+    partitions[1].trials[0].seconds = 10.0
+    assert propose(partitions, SearchConfig(selector="hieralg")).proposal.hyperpartition_id == 2
+    assert propose(partitions, SearchConfig(selector="hiercost")).proposal.hyperpartition_id == 1
+
+
+def test_hiercost_rewards_rank_not_raw_score() -> None:
+    """At equal cost, method a's best scores lead by 0.01 AUC: ranked, that is the whole range,
+    and a is chosen; an untried method comes before both."""
+    partitions = [
+        _costed(1, "a", [0.95, 0.95, 0.95, 0.50], seconds=2.0),
+        _costed(2, "b", [0.94, 0.94, 0.94, 0.94], seconds=2.0),
+    ]
+    assert propose(partitions, SearchConfig(selector="hiercost")).proposal.hyperpartition_id == 1
+    partitions.append(_partition(3, method="c"))
+    assert propose(partitions, SearchConfig(selector="hiercost")).proposal.hyperpartition_id == 3
+
+
+def test_hiercost_counts_in_flight_configurations_at_their_method_s_median() -> None:
+    """Method a (fast, scoring higher) has five configurations in flight, none recorded yet:
+    charged at its median of 1 s they cost little, and a is chosen; without any recorded
+    seconds at all, every configuration counts as one."""
+    partitions = [
+        _costed(1, "a", [0.90, 0.90, None, None, None, None, None], seconds=1.0),
+        _costed(2, "b", [0.85, 0.85], seconds=8.0),
+    ]
+    for trial in partitions[0].trials[2:]:
+        trial.seconds = None
+    assert propose(partitions, SearchConfig(selector="hiercost")).proposal.hyperpartition_id == 1
+    for partition in partitions:
+        for trial in partition.trials:
+            trial.seconds = None
+    # by counts, a has 7 configurations to b's 2: b's bonus outweighs a's lead in rank
+    assert propose(partitions, SearchConfig(selector="hiercost")).proposal.hyperpartition_id == 2
 
 
 def test_errored_and_running_trials_are_not_scores() -> None:

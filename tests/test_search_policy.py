@@ -282,9 +282,15 @@ def test_a_fit_over_the_time_limit_is_errored_and_the_worker_goes_on(
             assert row.error_message.startswith("time limit: stopped after 10.0 s")
             # stopped inside its first 60 s fit
             assert (row.end_time - row.start_time).total_seconds() < 60
+            # charged (hiercost) the 10 s it ran, not the time it waited queued
+            assert row.evaluation_seconds == pytest.approx(10.0, abs=1.0)
         else:
             assert row.status == ClassifierStatus.COMPLETE
+            assert 0 < row.evaluation_seconds < (row.end_time - row.start_time).total_seconds()
     assert sqlite_hub.get_datarun(datarun_id).status == DatarunStatus.COMPLETE
+    state = search_state(sqlite_hub, sqlite_hub.get_datarun(datarun_id))  # what hiercost sees
+    seen = sorted(trial.seconds for partition in state.partitions for trial in partition.trials)
+    assert seen == sorted(row.evaluation_seconds for row in rows)
 
 
 def test_default_time_limit_follows_the_budget(sqlite_hub: ModelHub, pollution_path: str) -> None:

@@ -65,6 +65,7 @@ class Outcome:
     predictions_location: str | None = None
     fit_seconds: float | None = None  # the stored model's fit
     fit_rows: int | None = None
+    evaluation_seconds: float | None = None  # how long the evaluation ran in the fit process
 
 
 class DuplicateProposal(Exception):
@@ -269,6 +270,7 @@ def complete(session: Session, claim: Claim, outcome: Outcome) -> bool:
             test_judgment_metric=outcome.test_judgment_metric,
             fit_seconds=outcome.fit_seconds,
             fit_rows=outcome.fit_rows,
+            evaluation_seconds=outcome.evaluation_seconds,
         )
         .execution_options(synchronize_session=False)
     )
@@ -295,8 +297,10 @@ def fail(
     message: str,
     max_hyperpartition_errors: int,
     kind: ErrorKind = ErrorKind.MODEL,
+    seconds: float | None = None,
 ) -> bool:
-    """Record a classifier that could not be trained; False when the claim was lost meanwhile."""
+    """Record a classifier that could not be trained (``seconds``: how long its evaluation ran
+    before it failed or was stopped); False when the claim was lost meanwhile."""
     classifier = session.scalars(
         select(Classifier).where(
             Classifier.id == claim.classifier_id,
@@ -306,6 +310,7 @@ def fail(
     ).first()
     if classifier is None:
         return _already(session, claim, ClassifierStatus.ERRORED)
+    classifier.evaluation_seconds = seconds
     _set_errored(session, classifier, message, kind, max_hyperpartition_errors)
     return True
 

@@ -89,6 +89,7 @@ def search_state(hub: ModelHub, datarun: Datarun, reserve_seconds: float = 0.0) 
                     Trial(
                         classifier.hyperparameters_values,
                         score if score is not None and math.isfinite(score) else None,
+                        classifier.evaluation_seconds,
                     )
                 )
         reserved = utcnow() + timedelta(seconds=reserve_seconds)

@@ -342,11 +342,15 @@ class ModelHub(Reads):
         )
 
     def fail_classifier(
-        self, claim: Claim, message: str, kind: ErrorKind = ErrorKind.MODEL
+        self,
+        claim: Claim,
+        message: str,
+        kind: ErrorKind = ErrorKind.MODEL,
+        seconds: float | None = None,
     ) -> bool:
         return self._write(
             lambda session: claims.fail(
-                session, claim, message, self.settings.max_hyperpartition_errors, kind
+                session, claim, message, self.settings.max_hyperpartition_errors, kind, seconds
             ),
             "recording an error",
         )

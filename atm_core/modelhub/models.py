@@ -217,6 +217,9 @@ class Classifier(Base):
     # The stored model's fit: seconds and rows (a refit's cost is estimated from them).
     fit_seconds: Mapped[float | None] = mapped_column(Float)
     fit_rows: Mapped[int | None] = mapped_column(Integer)
+    # Seconds its evaluation ran in the fit process (every fit, prediction and score; a stopped
+    # one: until it was stopped). The cost-aware selector charges its method with them.
+    evaluation_seconds: Mapped[float | None] = mapped_column(Float)
     # Set by `atm verify` when a complete classifier's files are gone or altered.
     files_lost_at: Mapped[datetime | None] = mapped_column(Timestamp)
     # Lease: the worker holding ``claim_token`` renews ``lease_expires_at`` while it trains.

@@ -41,10 +41,12 @@ class SearchConfig:
 
 @dataclass
 class Trial:
-    """A configuration already taken: ``score`` is None while running or when it errored."""
+    """A configuration already taken: ``score`` is None while running or when it errored;
+    ``seconds``, what its evaluation cost, is None while running (or when not recorded)."""
 
     values: dict[str, Any]
     score: float | None = None
+    seconds: float | None = None
 
 
 @dataclass
@@ -132,7 +134,11 @@ def _select(candidates: list[Partition], config: SearchConfig) -> int:
     for partition in candidates:
         by_algorithm[partition.spec.method].append(partition.id)
     selector = make_selector(
-        config.selector, [p.id for p in candidates], config.k_window, dict(by_algorithm)
+        config.selector,
+        [p.id for p in candidates],
+        config.k_window,
+        dict(by_algorithm),
+        seconds={p.id: [t.seconds for t in p.trials] for p in candidates},
     )
     choice_scores = {p.id: [t.score for t in _scored(p.trials)] for p in candidates}
     chosen = selector.select(choice_scores)

@@ -20,6 +20,7 @@ SELECTOR_NAMES = (
     "recentk",
     "recentkvel",
     "hieralg",
+    "hiercost",
 )
 TUNER_NAMES = ("uniform", "gp", "gp_ei", "gcp", "gp_eivel")
 
