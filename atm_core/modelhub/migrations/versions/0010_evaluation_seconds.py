@@ -1,7 +1,8 @@
 """What each classifier's evaluation cost: the seconds it ran in the fit process.
 
 The cost-aware selector charges each method the seconds its configurations took (a stopped
-one until it was stopped). Existing rows have none: the selector counts them at the mean.
+one until it was stopped). Existing rows have none: the selector charges each of them what
+its method's recorded configurations typically cost.
 
 Revision ID: 0010
 Revises: 0009
