@@ -224,9 +224,9 @@ def _costed(pid: int, method: str, scores: list[float | None], seconds: float) -
 
 
 def test_hiercost_charges_a_method_the_seconds_it_took() -> None:
-    """Equal scores and counts; method b's configurations took 20 times longer: hiercost goes
-    to the cheap method a, hieralg (which counts configurations) is indifferent between them
-    and takes b as often as a over many seeds."""
+    """Close scores and equal counts; method b's configurations took 20 times longer: hiercost
+    goes to the cheap method a whatever the seed, hieralg (which counts configurations) to b,
+    whose mean score is a little higher."""
     partitions = [
         _costed(1, "a", [0.80, 0.82, 0.84, 0.86], seconds=1.0),
         _costed(2, "b", [0.81, 0.83, 0.85, 0.85], seconds=20.0),
