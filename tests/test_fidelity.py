@@ -21,6 +21,7 @@ from atm_core.driver import Driver
 from atm_core.fidelity import MIN_JUDGED_ROWS, at_rung
 from atm_core.modelhub import ModelHub
 from atm_core.modelhub.claims import Outcome
+from atm_core.modelhub.history import search_state
 from atm_core.modelhub.models import ClassifierStatus, DatarunStatus
 from atm_core.rungs import HALVING_FROM, MAX_RUNGS, MIN_RUNG_ROWS, rung_rows, top_rung
 from tests.conftest import make_settings
@@ -132,6 +133,28 @@ def test_configurations_compete_for_promotion_within_their_method(
     by_method = {c.method: hub.get_classifier(c.classifier_id) for c in promoted}
     assert by_method["dt"].hyperparameters_values == {"max_depth": 3}  # dt's best, 0.95
     assert by_method["logreg"].hyperparameters_values == {"C": 10.0}  # logreg's best, 0.7
+
+
+def test_the_search_learns_what_each_method_gains_from_the_rung_above(
+    hub: ModelHub, large_csv: str
+) -> None:
+    """The promoted dt scores 0.01 above its rung-0 score, the promoted logreg 0.05: the
+    search state hands each method's partitions its gain, shrunk towards the mean (0.03)."""
+    request = DatarunRequest(large_csv, methods=["dt", "logreg"], budget=30)
+    datarun = enter_data(hub, request).dataruns[0]
+    partitions = {hp.method: hp.id for hp in hub.hyperpartitions(datarun.id)}
+    for method, best in (("dt", 0.95), ("logreg", 0.70)):
+        for i, score in enumerate((best - 0.1, best, best - 0.2)):
+            values = {"max_depth": i + 2} if method == "dt" else {"C": 10.0**i}
+            finish(hub, hub.reserve(datarun.id, partitions[method], values), score)
+    assert {p.rung_gain for p in search_state(hub, hub.get_datarun(datarun.id)).partitions} == {0}
+    for _ in range(2):
+        claim = hub.promote(datarun.id)
+        finish(hub, claim, {"dt": 0.96, "logreg": 0.75}[claim.method])
+    state = search_state(hub, hub.get_datarun(datarun.id))
+    gains = {p.spec.method: p.rung_gain for p in state.partitions}
+    assert gains == pytest.approx({"dt": 0.02, "logreg": 0.04})
+    assert sum(len(p.trials) for p in state.partitions) == 6  # the rung-0 configurations
 
 
 def test_the_leader_of_a_rung_moves_up_before_its_method_has_eta_there(

@@ -23,6 +23,7 @@ from atm_core.errors import SearchError
 from atm_core.search.catalogue import ParamSpec, load_method
 from atm_core.search.hyperpartitions import HyperpartitionSpec, enumerate_hyperpartitions
 from atm_core.search.proposal import Partition, SearchConfig, Trial, propose
+from atm_core.search.rung_gains import RungScore, method_gains
 from atm_core.search.selectors import SELECTORS, resolve_selector
 from atm_core.search.space import TuningSpace
 from atm_core.search.tuners import TUNERS, GPEiVelocityTuner, resolve_tuner
@@ -282,6 +283,37 @@ def test_hiercost_counts_in_flight_configurations_at_their_method_s_median() -> 
             trial.seconds = None
     # by counts, a has 7 configurations to b's 2: b's bonus outweighs a's lead in rank
     assert propose(partitions, SearchConfig(selector="hiercost")).proposal.hyperpartition_id == 2
+
+
+def test_hiercost_compares_methods_by_what_they_score_in_full() -> None:
+    """At rung 0 forest a leads boosting b by 0.004 at equal cost and is chosen; b's
+    configurations gain 0.010 more from the rungs above, and b is chosen."""
+    partitions = [
+        _costed(1, "a", [0.850, 0.848, 0.846, 0.844], seconds=2.0),
+        _costed(2, "b", [0.846, 0.844, 0.842, 0.840], seconds=2.0),
+    ]
+    assert propose(partitions, SearchConfig(selector="hiercost")).proposal.hyperpartition_id == 1
+    partitions[0].rung_gain, partitions[1].rung_gain = 0.002, 0.012
+    assert propose(partitions, SearchConfig(selector="hiercost")).proposal.hyperpartition_id == 2
+
+
+def test_rung_gains_chain_each_step_and_shrink_towards_every_method_s() -> None:
+    """Each step's gain is the method's mean change there, shrunk by one pseudo configuration
+    of the step's mean over every method; a method scored at rung 0 only gets that mean."""
+    scores = [
+        RungScore("a", 1, 0, 0.80), RungScore("a", 1, 1, 0.81), RungScore("a", 1, 2, 0.82),
+        RungScore("a", 2, 0, 0.70), RungScore("a", 2, 1, 0.71),
+        RungScore("b", 3, 0, 0.78), RungScore("b", 3, 1, 0.82),
+        RungScore("c", 4, 0, 0.60),
+    ]  # fmt: skip
+    gains = method_gains(scores, top=2)
+    step0 = (0.01 + 0.01 + 0.04) / 3  # every method's mean change from rung 0 to rung 1
+    step1 = 0.01  # only a's configuration 1 was scored at rungs 1 and 2
+    assert gains["a"] == pytest.approx((0.02 + step0) / 3 + (0.01 + step1) / 2)
+    assert gains["b"] == pytest.approx((0.04 + step0) / 2 + step1)
+    assert gains["c"] == pytest.approx(step0 + step1)
+    assert gains["b"] > gains["c"] > gains["a"]
+    assert method_gains(scores, top=0) == {"a": 0.0, "b": 0.0, "c": 0.0}
 
 
 def test_errored_and_running_trials_are_not_scores() -> None:

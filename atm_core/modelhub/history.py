@@ -23,6 +23,7 @@ from atm_core.modelhub.reads import judgment
 from atm_core.search.catalogue import ParamSpec
 from atm_core.search.hyperpartitions import HyperpartitionSpec
 from atm_core.search.proposal import Partition, SearchConfig, Trial
+from atm_core.search.rung_gains import RungScore, method_gains
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,9 @@ def search_config(datarun: Datarun) -> SearchConfig:
 def search_state(hub: ModelHub, datarun: Datarun, reserve_seconds: float = 0.0) -> SearchState:
     """Open hyperpartitions with every configuration taken in them and its score (at rung 0,
     where every configuration starts: scores comparable across them), what the finished ones
-    cost, and whether the datarun has budget left (its time budget counted as over
-    ``reserve_seconds`` early), in one transaction (``datarun`` is the caller's copy)."""
+    cost, what their method gains from the rungs above, and whether the datarun has budget
+    left (its time budget counted as over ``reserve_seconds`` early), in one transaction
+    (``datarun`` is the caller's copy)."""
     with hub.transaction() as session:
         partitions = {
             hp.id: Partition(hp.id, hyperpartition_spec(hp))
@@ -73,6 +75,7 @@ def search_state(hub: ModelHub, datarun: Datarun, reserve_seconds: float = 0.0) 
             )
         }
         costs = CostModel()
+        rung_scores: list[RungScore] = []
         for classifier in session.scalars(
             select(Classifier).where(Classifier.datarun_id == datarun.id).order_by(Classifier.id)
         ):
@@ -82,16 +85,22 @@ def search_state(hub: ModelHub, datarun: Datarun, reserve_seconds: float = 0.0) 
                         classifier.method or "", classifier.fit_seconds, classifier.fit_rows
                     )
                 )
+            score = judgment(classifier, datarun.score_target)
+            if score is not None and not math.isfinite(score):
+                score = None
+            if score is not None:
+                configuration = (classifier.hyperpartition_id, classifier.config_key)
+                rung_scores.append(
+                    RungScore(classifier.method or "", configuration, classifier.rung, score)
+                )
             partition = partitions.get(classifier.hyperpartition_id)
             if partition is not None and classifier.rung == 0:
-                score = judgment(classifier, datarun.score_target)
                 partition.trials.append(
-                    Trial(
-                        classifier.hyperparameters_values,
-                        score if score is not None and math.isfinite(score) else None,
-                        classifier.evaluation_seconds,
-                    )
+                    Trial(classifier.hyperparameters_values, score, classifier.evaluation_seconds)
                 )
+        gains = method_gains(rung_scores, datarun.top_rung)
+        for partition in partitions.values():
+            partition.rung_gain = gains.get(partition.spec.method, 0.0)
         reserved = utcnow() + timedelta(seconds=reserve_seconds)
         budget = claims.has_budget(session, datarun, reserved)
     return SearchState(search_config(datarun), list(partitions.values()), budget, costs)

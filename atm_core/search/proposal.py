@@ -51,9 +51,13 @@ class Trial:
 
 @dataclass
 class Partition:
+    """A hyperpartition, the configurations taken in it and ``rung_gain``, what its method's
+    scores are expected to gain from rung 0 to the full evaluation (:mod:`.rung_gains`)."""
+
     id: int
     spec: HyperpartitionSpec
     trials: list[Trial] = field(default_factory=list)
+    rung_gain: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,7 @@ def _select(candidates: list[Partition], config: SearchConfig) -> int:
         config.k_window,
         dict(by_algorithm),
         seconds={p.id: [t.seconds for t in p.trials] for p in candidates},
+        gains={p.id: p.rung_gain for p in candidates},
     )
     choice_scores = {p.id: [t.score for t in _scored(p.trials)] for p in candidates}
     chosen = selector.select(choice_scores)

@@ -52,8 +52,11 @@ class HierarchicalByCost(HierarchicalByAlgorithm):
     configurations, is what the bandit shares out. Its reward is the mean percentile rank,
     among every score of the datarun, of its ``k`` best scores: a gap of 0.01 AUC between the
     best methods weighs as much as one of 0.1, and a method's poor configurations do not hide
-    its good ones. A method never tried comes first. Within the chosen method, a partition is
-    picked by plain UCB1, as in ``hieralg``.
+    its good ones. Before ranking, a method's rung-0 scores are moved by ``gains``, what its
+    configurations gained from the rungs above (:mod:`.rung_gains`): a method that rung 0
+    undervalues is compared by what its configurations score in full. A method never tried
+    comes first. Within the chosen method, a partition is picked by plain UCB1, as in
+    ``hieralg``.
     """
 
     def __init__(
@@ -62,11 +65,14 @@ class HierarchicalByCost(HierarchicalByAlgorithm):
         by_algorithm: dict[str, list[Hashable]],
         k: int = 3,
         seconds: dict[Hashable, list[float | None]] | None = None,
+        gains: dict[Hashable, float] | None = None,
     ) -> None:
         super().__init__(choices, by_algorithm)
         self.k = max(int(k), 1)
         # per choice: what each of its configurations cost (None: in flight, or not recorded)
         self.seconds = seconds or {}
+        # per choice: what its scores gain from rung 0 to the full evaluation
+        self.gains = gains or {}
 
     def select(self, choice_scores: dict[Hashable, list[float]]) -> Hashable:
         methods = {
@@ -80,7 +86,14 @@ class HierarchicalByCost(HierarchicalByAlgorithm):
     def _method(
         self, methods: dict[str, list[Hashable]], choice_scores: dict[Hashable, list[float]]
     ) -> str:
-        every = [s for choices in methods.values() for c in choices for s in choice_scores[c]]
+        full = {
+            method: sorted(
+                (s + self.gains.get(c, 0.0) for c in choices for s in choice_scores[c]),
+                reverse=True,
+            )
+            for method, choices in methods.items()
+        }
+        every = [s for scores in full.values() for s in scores]
         rank = dict(zip(every, (rankdata(every) - 0.5) / max(len(every), 1), strict=True))
         charges = {m: self._charges(choices, choice_scores) for m, choices in methods.items()}
         known = [s for costs in charges.values() for s in costs if s is not None]
@@ -96,7 +109,7 @@ class HierarchicalByCost(HierarchicalByAlgorithm):
         def upper_bound(method: str) -> float:
             if not charges[method]:
                 return math.inf  # never tried
-            scores = sorted((s for c in methods[method] for s in choice_scores[c]), reverse=True)
+            scores = full[method]
             reward = mean(rank[s] for s in scores[: self.k]) if scores else 0.0
             return reward + math.sqrt(2.0 * math.log(max(total, 1)) / pulls[method])
 
@@ -144,9 +157,11 @@ def make_selector(
     k_window: int,
     by_algorithm: dict[str, list[Hashable]],
     seconds: dict[Hashable, list[float | None]] | None = None,
+    gains: dict[Hashable, float] | None = None,
 ) -> Selector:
     """Instantiate a selector with the datarun's ``k_window``, the method grouping and, for a
-    selector that takes them, the ``seconds`` each choice's configurations cost."""
+    selector that takes them, the ``seconds`` each choice's configurations cost and the
+    ``gains`` of its scores from rung 0 to the full evaluation."""
     cls = resolve_selector(name)
     parameters = inspect.signature(cls.__init__).parameters
     kwargs: dict[str, Any] = {}
@@ -156,4 +171,6 @@ def make_selector(
         kwargs["by_algorithm"] = by_algorithm
     if "seconds" in parameters:
         kwargs["seconds"] = seconds
+    if "gains" in parameters:
+        kwargs["gains"] = gains
     return cls(list(choices), **kwargs)
