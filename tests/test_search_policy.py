@@ -482,7 +482,9 @@ def test_run_with_extra_worker_processes(
     tmp_path: Path, pollution_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``workers=2``: a second `atm worker` process shares the datarun (and the budget)."""
-    sleepy = slow_method(tmp_path, monkeypatch, sleep=0.2)  # >= 1.2 s per classifier
+    # >= 2.4 s per classifier: the helper process starts (7-10 s on a busy machine) before
+    # this one has trained all 8 (with 1.2 s it had once, under a test run beside it)
+    sleepy = slow_method(tmp_path, monkeypatch, sleep=0.4)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the helper process imports it too
     atm = ATM(f"sqlite:///{tmp_path / 'atm.db'}", str(tmp_path / "artifacts"), poll_seconds=0.2)
 
