@@ -28,7 +28,8 @@ class RungScore(NamedTuple):
 
 
 def method_gains(scores: Iterable[RungScore], top: int) -> dict[str, float]:
-    """Each method's expected score gain from rung 0 to rung ``top`` (empty when ``top`` is 0)."""
+    """Each method's expected score gain from rung 0 to rung ``top`` (0 for every method when
+    ``top`` is 0: one rung)."""
     by_configuration: dict[tuple[str, Hashable], dict[int, float]] = defaultdict(dict)
     for method, configuration, rung, score in scores:
         by_configuration[method, configuration][rung] = score
